@@ -1,0 +1,39 @@
+# The two commands of the README:
+#   make run    train the main experiment (experiments.cifar_amp) into the embedded store
+#   make test   lint, type-check and run the whole test suite
+# Both create .venv and install the project with its pinned ranges the first time.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Offline by default, because these machines cannot download CIFAR-10; real data with
+# `make run ARGS="--dataset cifar10"` (or --data-dir DIR). Everything after ARGS= is passed on.
+ARGS   ?= --dataset synthetic --epochs 3
+
+.PHONY: run test lint system-deps clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=python3.11"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/python -m experiments.cifar_amp $(ARGS)
+
+# Debian packages some integration tests need (PostgreSQL, Chromium); installed only if absent.
+system-deps:
+	@bash scripts/system-deps.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(STAMP) system-deps lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,163 @@
+"""Typed experiment configuration whose fields are the command-line flags (design.md §3).
+
+Every experiment's ``Config`` is a dataclass deriving from ``ExperimentConfig``; each field
+becomes ``--field-name`` with its type, default and help (``field(metadata={"help": ...})``).
+Flags shared by all experiments keep one spelling. Bad values are reported in one line naming
+the flag, the value and what is expected (``UsageError``, exit code 2) before anything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, NoReturn, TypeVar
+
+from mltrack.errors import UsageError, bad_value
+from mltrack.precision import PRECISIONS
+
+C = TypeVar("C", bound="ExperimentConfig")
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def help_(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class ExperimentConfig:
+    """Flags every experiment has. Subclasses override defaults and add their own fields."""
+
+    # The datasets an experiment accepts; the first is the default.
+    DATASETS: ClassVar[tuple[str, ...]] = ("synthetic",)
+
+    precision: str = field(default="auto", metadata=help_(f"one of {', '.join(PRECISIONS)}"))
+    precisions: str = field(
+        default="", metadata=help_("comma list: a study over several precisions (a parent run)")
+    )
+    batch_size: int = field(default=32, metadata=help_("samples per micro-batch"))
+    accumulation_steps: int = field(
+        default=1, metadata=help_("micro-batches per optimizer step (effective batch = b × k)")
+    )
+    epochs: int = field(default=5, metadata=help_("training epochs"))
+    repeats: int = field(default=1, metadata=help_("runs per precision; >1 makes a study"))
+    seed: int = field(default=0, metadata=help_("random seed for data, weights and shuffling"))
+    dataset: str = field(default="", metadata=help_("dataset name (see the experiment)"))
+    data_dir: str = field(default="", metadata=help_("directory holding the dataset files"))
+    experiment: str = field(default="", metadata=help_("MLflow experiment name"))
+    tracking_uri: str = field(
+        default="", metadata=help_("MLflow store (default: MLFLOW_TRACKING_URI or mlruns/)")
+    )
+    log_every_n_steps: int = field(
+        default=0, metadata=help_("also log batch metrics every N steps (0: per epoch only)")
+    )
+
+    def __post_init__(self) -> None:
+        if not self.dataset:
+            self.dataset = self.DATASETS[0]
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.batch_size * self.accumulation_steps
+
+    def precision_list(self) -> list[str]:
+        """The precisions this invocation trains, in order (``--precisions`` wins)."""
+        if self.precisions:
+            return [p.strip() for p in self.precisions.split(",") if p.strip()]
+        return [self.precision]
+
+    def validate(self) -> None:
+        """Raise ``UsageError`` for the first bad value. Subclasses extend and call super()."""
+        for name in ("batch_size", "epochs", "repeats", "accumulation_steps"):
+            value = getattr(self, name)
+            if value < 1:
+                raise bad_value(flag(name), value, "an integer >= 1")
+        if self.log_every_n_steps < 0:
+            raise bad_value("--log-every-n-steps", self.log_every_n_steps, "an integer >= 0")
+        argument = "--precisions" if self.precisions else "--precision"
+        shown = self.precisions or self.precision
+        listed = self.precision_list()
+        if not listed:
+            raise bad_value(argument, shown, f"one or more of {', '.join(PRECISIONS)}")
+        for p in listed:
+            if p not in PRECISIONS:
+                raise bad_value(argument, p, f"one of {', '.join(PRECISIONS)}")
+        if self.dataset not in self.DATASETS:
+            raise bad_value("--dataset", self.dataset, f"one of {', '.join(self.DATASETS)}")
+        if self.data_dir:
+            path = Path(self.data_dir)
+            if not path.is_dir():
+                raise bad_value("--data-dir", self.data_dir, "an existing directory")
+            if not os.access(path, os.R_OK | os.X_OK):
+                raise bad_value("--data-dir", self.data_dir, "a readable directory")
+
+    def params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line (no usage dump) and exits 2 via UsageError."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _field_type(tp: Any) -> type:
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _field_type(args[0])
+    return typing.cast(type, tp)
+
+
+def _convert(kind: type, name: str) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            expected = {int: "an integer", float: "a number"}.get(kind, kind.__name__)
+            raise argparse.ArgumentTypeError(f"got {text!r}, expected {expected}") from None
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def build_parser(cls: type[ExperimentConfig], prog: str, description: str) -> _Parser:
+    parser = _Parser(prog=prog, description=description,
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        kind = _field_type(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else None
+        helptext = f.metadata.get("help", "")
+        if f.name == "dataset":
+            helptext = f"one of {', '.join(cls.DATASETS)}"
+            default = cls.DATASETS[0]
+        if kind is bool:
+            parser.add_argument(flag(f.name), dest=f.name, default=default, help=helptext,
+                                action=argparse.BooleanOptionalAction)
+        else:
+            parser.add_argument(flag(f.name), dest=f.name, default=default, help=helptext,
+                                type=_convert(kind, f.name))
+    return parser
+
+
+def parse_config(
+    cls: type[C], argv: Sequence[str] | None, prog: str = "experiment", description: str = ""
+) -> C:
+    """Parse and validate flags into ``cls``; raise ``UsageError`` on the first problem."""
+    parser = build_parser(cls, prog, description)
+    namespace = parser.parse_args(argv)
+    config = cls(**vars(namespace))
+    config.validate()
+    return config
+

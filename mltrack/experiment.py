@@ -1,0 +1,130 @@
+"""The entry point every experiment module exposes (design.md §3).
+
+An experiment module provides a ``Config`` dataclass, ``load_data(config)`` and
+``train(config, data, run) -> final metrics`` for one run, and calls ``main`` here. This module
+does the rest the same way for all of them: parse and validate flags, resolve precisions, load
+the data *before* any run exists (bad input leaves no run behind), then train one run, or a
+study: a parent run with one child per (precision, repeat).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from mltrack.config import ExperimentConfig, parse_config
+from mltrack.environment import detect_hardware
+from mltrack.errors import Terminated, UsageError
+from mltrack.precision import Resolved, resolve
+from mltrack.report import results_table
+from mltrack.run import Run, resolve_tracking_uri, sigterm_as_exception, start_run
+
+C = TypeVar("C", bound=ExperimentConfig)
+D = TypeVar("D", bound="Dataset")
+
+
+class Dataset(Protocol):
+    def params(self) -> Mapping[str, object]: ...
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    precision: str
+    repeat: int
+    outcome: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Experiment(Generic[C, D]):
+    name: str  # the module name under experiments/, also the default MLflow experiment
+    config: type[C]
+    load_data: Callable[[C], D]
+    train: Callable[[C, D, Run], dict[str, float]]
+    description: str = ""
+
+    @property
+    def prog(self) -> str:
+        return f"python -m experiments.{self.name}"
+
+    def parse(self, argv: Sequence[str] | None) -> C:
+        return parse_config(self.config, argv, self.prog, self.description)
+
+    def run_params(self, cfg: C, resolved: Resolved, data: D, repeat: int) -> dict[str, Any]:
+        return {
+            **dataclasses.asdict(cfg),
+            "precision": resolved.resolved,
+            "precision_requested": resolved.requested,
+            "precision_reason": resolved.reason,
+            "effective_batch_size": cfg.effective_batch_size,
+            "repeat": repeat,
+            **data.params(),
+        }
+
+    def run_one(
+        self, cfg: C, resolved: Resolved, data: D, repeat: int = 0, parent: Run | None = None,
+        hooks: Sequence[Callable[[Run], None]] = (),
+    ) -> RunResult:
+        """Train one run; ``hooks`` see the open run first (a sweep adds its pruner there)."""
+        run_cfg = dataclasses.replace(cfg, precision=resolved.resolved, precisions="")
+        name = f"{self.name}-{resolved.resolved}" + (f"-r{repeat}" if cfg.repeats > 1 else "")
+        with start_run(
+            cfg.experiment or self.name,
+            run_name=name,
+            params=self.run_params(cfg, resolved, data, repeat),
+            tags={"precision": resolved.resolved, "mltrack.module": f"experiments.{self.name}"},
+            tracking_uri=cfg.tracking_uri or None,
+            parent=parent,
+        ) as run:
+            for hook in hooks:
+                hook(run)
+            metrics = self.train(run_cfg, data, run)
+            run.flush()
+        return RunResult(run.run_id, resolved.resolved, repeat, run.outcome, metrics)
+
+    def execute(self, cfg: C, data: D) -> list[RunResult]:
+        hardware = detect_hardware()
+        variants = [resolve(p, hardware) for p in cfg.precision_list()]
+        if len(variants) == 1 and cfg.repeats == 1:
+            return [self.run_one(cfg, variants[0], data)]
+        with start_run(
+            cfg.experiment or self.name,
+            run_name=f"{self.name}-study",
+            params={**dataclasses.asdict(cfg), **data.params()},
+            tags={"mltrack.role": "study", "mltrack.module": f"experiments.{self.name}"},
+            tracking_uri=cfg.tracking_uri or None,
+        ) as parent:
+            results = [
+                self.run_one(cfg, variant, data, repeat, parent)
+                for variant in variants
+                for repeat in range(cfg.repeats)
+            ]
+            parent.log_text(results_table(results), "results.md")
+        return results
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        try:
+            cfg = self.parse(argv)
+            data = self.load_data(cfg)
+        except UsageError as exc:
+            print(f"{self.prog}: error: {exc}", file=sys.stderr)
+            return 2
+        try:
+            with sigterm_as_exception():
+                results = self.execute(cfg, data)
+        except KeyboardInterrupt:
+            print(f"{self.prog}: interrupted; run(s) ended as KILLED", file=sys.stderr)
+            return 130
+        except Terminated:
+            print(f"{self.prog}: terminated; run(s) ended as KILLED", file=sys.stderr)
+            return 143
+        print()
+        print(results_table(results))
+        uri = resolve_tracking_uri(cfg.tracking_uri or None)
+        print(f"\nRuns are in {uri}. Browse them with:\n  mltrack ui"
+              + ("" if cfg.tracking_uri == "" else f" --tracking-uri {uri}"))
+        return 0

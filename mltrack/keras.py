@@ -1,0 +1,169 @@
+"""Keras hooks: precision policies, a callback that feeds a run, and fit/evaluate helpers.
+
+The callback only translates Keras events into calls on ``mltrack.run.Run``. It sets
+``async_safe`` so that Keras (3.15+) dispatches its batch hooks on a worker thread: a batch hook
+here appends to the sink's queue and never holds up the training step. Batch hooks exist only
+on the subclass used for per-step logging or per-step divergence checks, because the mere
+presence of ``on_train_batch_end`` makes Keras fetch every batch's logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import keras
+
+from mltrack.ledger import Ledger
+from mltrack.precision import KERAS_POLICY
+from mltrack.run import Run
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str) -> Iterator[None]:
+    """Build models under ``precision``'s Keras dtype policy; restore the previous one after."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(KERAS_POLICY[precision])
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _floats(logs: Mapping[str, Any] | None) -> dict[str, float]:
+    out = {}
+    for key, value in (logs or {}).items():
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+class MlflowCallback(keras.callbacks.Callback):
+    """Per-epoch metrics (step = epoch), timings and resources into ``run``."""
+
+    async_safe = True
+
+    def __init__(self, run: Run, *, samples_per_epoch: int | None = None) -> None:
+        super().__init__()
+        self.run = run
+        self.samples_per_epoch = samples_per_epoch
+        self.ledger = Ledger()
+        self.epoch = 0
+        self._divergence_lock = threading.Lock()
+
+    # Keras only knows the steps per epoch once fit() has started.
+    @property
+    def steps_per_epoch(self) -> int:
+        return int(self.params.get("steps") or 0) if self.params else 0
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        self.ledger.begin()
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self.epoch = epoch
+        self.ledger.start_epoch()
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        metrics = _floats(logs)
+        metrics.update(self.ledger.end_epoch(self.samples_per_epoch))
+        metrics.update(self._loss_scale())
+        loss = metrics.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            # The epoch mean went NaN/Inf somewhere in this epoch; without batch hooks the
+            # last step of the epoch is the most precise step we know.
+            self._diverged(epoch, (epoch + 1) * max(self.steps_per_epoch, 1) - 1, loss)
+        self.run.end_epoch(epoch, metrics)
+
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        self.ledger.end()
+
+    def _loss_scale(self) -> dict[str, float]:
+        optimizer = getattr(self.model, "optimizer", None)
+        scale = getattr(optimizer, "dynamic_scale", None)
+        return {"loss_scale": float(scale.numpy())} if scale is not None else {}
+
+    def _diverged(self, epoch: int, step: int, loss: float) -> None:
+        with self._divergence_lock:
+            if self.run.outcome == "diverged":
+                return
+            self.run.mark_diverged(epoch, step, loss)
+        self.model.stop_training = True
+
+
+class StepCallback(MlflowCallback):
+    """Adds batch hooks: running batch metrics every N steps and exact divergence steps."""
+
+    def __init__(
+        self, run: Run, *, samples_per_epoch: int | None = None, log_every_n_steps: int = 0
+    ) -> None:
+        super().__init__(run, samples_per_epoch=samples_per_epoch)
+        self.log_every_n_steps = log_every_n_steps
+
+    def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        step = self.epoch * self.steps_per_epoch + batch
+        metrics = _floats(logs)
+        loss = metrics.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self._diverged(self.epoch, step, loss)
+        n = self.log_every_n_steps
+        if n and step % n == 0:
+            # Keras reports the epoch's running mean up to this batch.
+            self.run.log_metrics({f"step/{k}": v for k, v in metrics.items()}, step)
+
+
+def callback(
+    run: Run, *, samples_per_epoch: int | None, log_every_n_steps: int = 0,
+    watch_steps: bool = False,
+) -> MlflowCallback:
+    if log_every_n_steps or watch_steps:
+        return StepCallback(run, samples_per_epoch=samples_per_epoch,
+                            log_every_n_steps=log_every_n_steps)
+    return MlflowCallback(run, samples_per_epoch=samples_per_epoch)
+
+
+def progress_verbosity() -> int:
+    """A progress bar on a terminal, one line per epoch in logs and CI."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def fit(
+    run: Run,
+    model: Any,
+    x: Any,
+    y: Any = None,
+    *,
+    epochs: int,
+    batch_size: int | None = None,
+    validation_data: Any = None,
+    samples_per_epoch: int | None = None,
+    log_every_n_steps: int = 0,
+    watch_steps: bool = False,
+    **fit_kwargs: Any,
+) -> dict[str, float]:
+    """``model.fit`` with tracking; returns and logs the ledger summary (step 0)."""
+    if samples_per_epoch is None and hasattr(x, "__len__") and y is not None:
+        samples_per_epoch = len(x)
+    cb = callback(run, samples_per_epoch=samples_per_epoch,
+                  log_every_n_steps=log_every_n_steps, watch_steps=watch_steps)
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
+              callbacks=[cb, *fit_kwargs.pop("callbacks", [])],
+              verbose=fit_kwargs.pop("verbose", progress_verbosity()), **fit_kwargs)
+    summary = cb.ledger.summary()
+    run.log_metrics(summary, step=0)
+    return summary
+
+
+def evaluate(run: Run, model: Any, x: Any, y: Any = None, batch_size: int | None = None
+             ) -> dict[str, float]:
+    """Final test metrics, logged as ``test_<name>``."""
+    results = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    metrics = {f"test_{k}": float(v) for k, v in results.items()}
+    run.log_metrics(metrics, step=0)
+    return metrics
+

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from mltrack.ledger import Ledger
+
+
+def busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_epochs_and_summary_separate_warmup_from_steady_state():
+    ledger = Ledger()
+    ledger.begin()
+    for epoch, seconds in enumerate([0.12, 0.05, 0.05]):
+        ledger.start_epoch()
+        busy(seconds)
+        record = ledger.end_epoch(samples=1000)
+        assert record["epoch_wall_s"] == pytest.approx(seconds, abs=0.03)
+        assert record["samples_per_s"] == pytest.approx(1000 / record["epoch_wall_s"])
+        assert record["epoch_user_cpu_s"] > 0 and record["peak_rss_mb"] > 0, epoch
+    ledger.end()
+    summary = ledger.summary()
+    assert summary["epochs_completed"] == 3
+    assert summary["warmup_epoch_wall_s"] == pytest.approx(0.12, abs=0.03)
+    assert summary["steady_epoch_wall_s"] == pytest.approx(0.05, abs=0.03)
+    assert summary["total_wall_s"] >= 0.22
+    assert summary["total_cpu_s"] == pytest.approx(
+        summary["total_user_cpu_s"] + summary["total_system_cpu_s"]
+    )
+
+
+def test_gpu_peak_comes_from_the_framework_callable():
+    ledger = Ledger(gpu_peak_mb=lambda: 123.0)
+    ledger.start_epoch()
+    assert ledger.end_epoch(None)["peak_gpu_mem_mb"] == 123.0
+
+
+def test_end_epoch_without_start_is_an_error():
+    with pytest.raises(RuntimeError):
+        Ledger().end_epoch(1)
