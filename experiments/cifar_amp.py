@@ -56,24 +56,26 @@ def build_model(precision: str, num_classes: int) -> Any:
     import keras
     from keras import layers
 
-    return keras.Sequential([
-        keras.Input((32, 32, 3)),
-        layers.Rescaling(1 / 255),
-        layers.Conv2D(32, 3, padding="same", activation="relu"),
-        layers.Conv2D(32, 3, activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Dropout(0.25),
-        layers.Conv2D(64, 3, padding="same", activation="relu"),
-        layers.Conv2D(64, 3, activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Dropout(0.25),
-        layers.Flatten(),
-        layers.Dense(512, activation="relu"),
-        layers.Dropout(0.5),
-        layers.Dense(num_classes),
-        # Softmax in float32 under mixed policies (seed 003's point about the last layer).
-        layers.Activation("softmax", dtype=output_dtype(precision)),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            layers.Rescaling(1 / 255),
+            layers.Conv2D(32, 3, padding="same", activation="relu"),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Dropout(0.25),
+            layers.Conv2D(64, 3, padding="same", activation="relu"),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Dropout(0.25),
+            layers.Flatten(),
+            layers.Dense(512, activation="relu"),
+            layers.Dropout(0.5),
+            layers.Dense(num_classes),
+            # Softmax in float32 under mixed policies (seed 003's point about the last layer).
+            layers.Activation("softmax", dtype=output_dtype(precision)),
+        ]
+    )
 
 
 def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
@@ -87,13 +89,19 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
         model = build_model(cfg.precision, data.num_classes)
         optimizer = keras.optimizers.Adam(
             cfg.learning_rate,
-            gradient_accumulation_steps=cfg.accumulation_steps if cfg.accumulation_steps > 1 else None,
+            gradient_accumulation_steps=cfg.accumulation_steps
+            if cfg.accumulation_steps > 1
+            else None,
         )
         model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
     run.log_params({"model.parameters": model.count_params()})
     summary = mk.fit(
-        run, model, data.x_train, data.y_train,
-        epochs=cfg.epochs, batch_size=cfg.batch_size,
+        run,
+        model,
+        data.x_train,
+        data.y_train,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
         validation_data=(data.x_test, data.y_test),
         log_every_n_steps=cfg.log_every_n_steps,
     )

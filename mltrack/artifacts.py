@@ -32,7 +32,7 @@ def max_abs_diff(expected: np.ndarray, actual: np.ndarray) -> float:
     if a.shape != b.shape or not np.array_equal(np.isnan(a), np.isnan(b)):
         return float("inf")
     finite = np.isfinite(a) & np.isfinite(b)
-    if not np.array_equal(a[~finite], b[~finite]):
+    if not np.array_equal(a[~finite], b[~finite], equal_nan=True):
         return float("inf")
     return float(np.max(np.abs(a[finite] - b[finite]), initial=0.0))
 
@@ -41,7 +41,9 @@ def verify(run: Run, folder: Path, kind: str, expected: np.ndarray, tolerance: f
     """Reload ``folder`` in a fresh process, compare on the probe, log the outcome."""
     proc = subprocess.run(
         [sys.executable, "-m", "mltrack.artifacts", kind, str(folder)],
-        capture_output=True, text=True, timeout=RELOAD_TIMEOUT_S,
+        capture_output=True,
+        text=True,
+        timeout=RELOAD_TIMEOUT_S,
     )
     reloaded = folder / "reloaded.npy"
     if proc.returncode != 0 or not reloaded.exists():

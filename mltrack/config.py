@@ -39,9 +39,12 @@ class ExperimentConfig:
     # The datasets an experiment accepts; the first is the default.
     DATASETS: ClassVar[tuple[str, ...]] = ("synthetic",)
 
-    precision: str = field(default="auto", metadata=help_(f"one of {', '.join(PRECISIONS)}"))
-    precisions: str = field(
-        default="", metadata=help_("comma list: a study over several precisions (a parent run)")
+    precision: str = field(
+        default="auto",
+        metadata=help_(
+            f"one of {', '.join(PRECISIONS)}, or a comma list for a study over several "
+            "(also spelled --precisions)"
+        ),
     )
     batch_size: int = field(default=32, metadata=help_("samples per micro-batch"))
     accumulation_steps: int = field(
@@ -69,10 +72,8 @@ class ExperimentConfig:
         return self.batch_size * self.accumulation_steps
 
     def precision_list(self) -> list[str]:
-        """The precisions this invocation trains, in order (``--precisions`` wins)."""
-        if self.precisions:
-            return [p.strip() for p in self.precisions.split(",") if p.strip()]
-        return [self.precision]
+        """The precisions this invocation trains, in order."""
+        return [p.strip() for p in self.precision.split(",") if p.strip()]
 
     def validate(self) -> None:
         """Raise ``UsageError`` for the first bad value. Subclasses extend and call super()."""
@@ -82,14 +83,14 @@ class ExperimentConfig:
                 raise bad_value(flag(name), value, "an integer >= 1")
         if self.log_every_n_steps < 0:
             raise bad_value("--log-every-n-steps", self.log_every_n_steps, "an integer >= 0")
-        argument = "--precisions" if self.precisions else "--precision"
-        shown = self.precisions or self.precision
         listed = self.precision_list()
         if not listed:
-            raise bad_value(argument, shown, f"one or more of {', '.join(PRECISIONS)}")
+            raise bad_value(
+                "--precision", self.precision, f"one or more of {', '.join(PRECISIONS)}"
+            )
         for p in listed:
             if p not in PRECISIONS:
-                raise bad_value(argument, p, f"one of {', '.join(PRECISIONS)}")
+                raise bad_value("--precision", p, f"one of {', '.join(PRECISIONS)}")
         if self.dataset not in self.DATASETS:
             raise bad_value("--dataset", self.dataset, f"one of {', '.join(self.DATASETS)}")
         if self.data_dir:
@@ -130,8 +131,9 @@ def _convert(kind: type, name: str) -> Any:
 
 
 def build_parser(cls: type[ExperimentConfig], prog: str, description: str) -> _Parser:
-    parser = _Parser(prog=prog, description=description,
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _Parser(
+        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if not f.init:
@@ -142,12 +144,15 @@ def build_parser(cls: type[ExperimentConfig], prog: str, description: str) -> _P
         if f.name == "dataset":
             helptext = f"one of {', '.join(cls.DATASETS)}"
             default = cls.DATASETS[0]
+        names = [flag(f.name)]
+        if f.name == "precision":
+            names.append("--precisions")  # the spelling a multi-precision study reads best in
+        options: dict[str, Any] = {"dest": f.name, "default": default, "help": helptext}
         if kind is bool:
-            parser.add_argument(flag(f.name), dest=f.name, default=default, help=helptext,
-                                action=argparse.BooleanOptionalAction)
+            options["action"] = argparse.BooleanOptionalAction
         else:
-            parser.add_argument(flag(f.name), dest=f.name, default=default, help=helptext,
-                                type=_convert(kind, f.name))
+            options["type"] = _convert(kind, f.name)
+        parser.add_argument(*names, **options)
     return parser
 
 
@@ -160,4 +165,3 @@ def parse_config(
     config = cls(**vars(namespace))
     config.validate()
     return config
-

@@ -16,8 +16,17 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FRAMEWORKS = ("mltrack", "mlflow", "optuna", "tensorflow", "keras", "torch", "torchvision",
-              "transformers", "numpy")
+FRAMEWORKS = (
+    "mltrack",
+    "mlflow",
+    "optuna",
+    "tensorflow",
+    "keras",
+    "torch",
+    "torchvision",
+    "transformers",
+    "numpy",
+)
 
 
 @dataclass(frozen=True)

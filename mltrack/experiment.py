@@ -46,6 +46,8 @@ class Experiment(Generic[C, D]):
     load_data: Callable[[C], D]
     train: Callable[[C, D, Run], dict[str, float]]
     description: str = ""
+    # The table a study's parent run carries (results.md) and the terminal shows.
+    study_report: Callable[[Sequence[RunResult]], str] = results_table
 
     @property
     def prog(self) -> str:
@@ -57,6 +59,7 @@ class Experiment(Generic[C, D]):
     def run_params(self, cfg: C, resolved: Resolved, data: D, repeat: int) -> dict[str, Any]:
         return {
             **dataclasses.asdict(cfg),
+            "seed": cfg.seed + repeat,
             "precision": resolved.resolved,
             "precision_requested": resolved.requested,
             "precision_reason": resolved.reason,
@@ -66,11 +69,17 @@ class Experiment(Generic[C, D]):
         }
 
     def run_one(
-        self, cfg: C, resolved: Resolved, data: D, repeat: int = 0, parent: Run | None = None,
+        self,
+        cfg: C,
+        resolved: Resolved,
+        data: D,
+        repeat: int = 0,
+        parent: Run | None = None,
         hooks: Sequence[Callable[[Run], None]] = (),
     ) -> RunResult:
         """Train one run; ``hooks`` see the open run first (a sweep adds its pruner there)."""
-        run_cfg = dataclasses.replace(cfg, precision=resolved.resolved, precisions="")
+        # Each repeat its own reproducible seed, so repeats measure spread, not the same run.
+        run_cfg = dataclasses.replace(cfg, precision=resolved.resolved, seed=cfg.seed + repeat)
         name = f"{self.name}-{resolved.resolved}" + (f"-r{repeat}" if cfg.repeats > 1 else "")
         with start_run(
             cfg.experiment or self.name,
@@ -103,7 +112,7 @@ class Experiment(Generic[C, D]):
                 for variant in variants
                 for repeat in range(cfg.repeats)
             ]
-            parent.log_text(results_table(results), "results.md")
+            parent.log_text(self.study_report(results), "results.md")
         return results
 
     def main(self, argv: Sequence[str] | None = None) -> int:
@@ -123,8 +132,10 @@ class Experiment(Generic[C, D]):
             print(f"{self.prog}: terminated; run(s) ended as KILLED", file=sys.stderr)
             return 143
         print()
-        print(results_table(results))
+        print(self.study_report(results))
         uri = resolve_tracking_uri(cfg.tracking_uri or None)
-        print(f"\nRuns are in {uri}. Browse them with:\n  mltrack ui"
-              + ("" if cfg.tracking_uri == "" else f" --tracking-uri {uri}"))
+        print(
+            f"\nRuns are in {uri}. Browse them with:\n  mltrack ui"
+            + ("" if cfg.tracking_uri == "" else f" --tracking-uri {uri}")
+        )
         return 0

@@ -19,6 +19,7 @@ from typing import Any
 import keras
 
 from mltrack.ledger import Ledger
+from mltrack.metrics import binary_scores
 from mltrack.precision import KERAS_POLICY
 from mltrack.run import Run
 
@@ -55,6 +56,7 @@ class MlflowCallback(keras.callbacks.Callback):
         self.samples_per_epoch = samples_per_epoch
         self.ledger = Ledger()
         self.epoch = 0
+        self.last_epoch: dict[str, float] = {}
         self._divergence_lock = threading.Lock()
 
     # Keras only knows the steps per epoch once fit() has started.
@@ -78,6 +80,7 @@ class MlflowCallback(keras.callbacks.Callback):
             # The epoch mean went NaN/Inf somewhere in this epoch; without batch hooks the
             # last step of the epoch is the most precise step we know.
             self._diverged(epoch, (epoch + 1) * max(self.steps_per_epoch, 1) - 1, loss)
+        self.last_epoch = metrics
         self.run.end_epoch(epoch, metrics)
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
@@ -117,14 +120,47 @@ class StepCallback(MlflowCallback):
             self.run.log_metrics({f"step/{k}": v for k, v in metrics.items()}, step)
 
 
+class BinaryScores(keras.callbacks.Callback):
+    """Adds precision, recall, F1, PR-AUC and ROC-AUC on validation data to each epoch's logs."""
+
+    async_safe = True
+
+    def __init__(self, x: Any, y: Any, prefix: str = "val_", batch_size: int = 4096) -> None:
+        super().__init__()
+        self.x, self.y, self.prefix, self.batch_size = x, y, prefix, batch_size
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is None:
+            return
+        probability = self.model.predict(self.x, batch_size=self.batch_size, verbose=0)
+        for key, value in binary_scores(self.y, probability).items():
+            if key != "accuracy":  # Keras already reports val_accuracy
+                logs[self.prefix + key] = value
+
+
 def callback(
-    run: Run, *, samples_per_epoch: int | None, log_every_n_steps: int = 0,
+    run: Run,
+    *,
+    samples_per_epoch: int | None,
+    log_every_n_steps: int = 0,
     watch_steps: bool = False,
 ) -> MlflowCallback:
     if log_every_n_steps or watch_steps:
-        return StepCallback(run, samples_per_epoch=samples_per_epoch,
-                            log_every_n_steps=log_every_n_steps)
+        return StepCallback(
+            run, samples_per_epoch=samples_per_epoch, log_every_n_steps=log_every_n_steps
+        )
     return MlflowCallback(run, samples_per_epoch=samples_per_epoch)
+
+
+def dtype_tags(model: Any) -> dict[str, str]:
+    """What the model really computes and stores in, read from its layers and variables."""
+    weighted = [layer for layer in model.layers if layer.weights]
+    return {
+        "keras.dtype_policy": str(model.dtype_policy.name),
+        "keras.compute_dtypes": ",".join(sorted({str(layer.compute_dtype) for layer in weighted})),
+        "keras.hidden_compute_dtype": str(weighted[0].compute_dtype) if weighted else "",
+        "keras.variable_dtypes": ",".join(sorted({str(v.dtype) for v in model.weights})),
+    }
 
 
 def progress_verbosity() -> int:
@@ -149,21 +185,36 @@ def fit(
     """``model.fit`` with tracking; returns and logs the ledger summary (step 0)."""
     if samples_per_epoch is None and hasattr(x, "__len__") and y is not None:
         samples_per_epoch = len(x)
-    cb = callback(run, samples_per_epoch=samples_per_epoch,
-                  log_every_n_steps=log_every_n_steps, watch_steps=watch_steps)
-    model.fit(x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
-              callbacks=[cb, *fit_kwargs.pop("callbacks", [])],
-              verbose=fit_kwargs.pop("verbose", progress_verbosity()), **fit_kwargs)
+    run.set_tags(dtype_tags(model))
+    cb = callback(
+        run,
+        samples_per_epoch=samples_per_epoch,
+        log_every_n_steps=log_every_n_steps,
+        watch_steps=watch_steps,
+    )
+    model.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_data=validation_data,
+        # Ours last: Keras hands every callback the same logs dict, so metrics that other
+        # callbacks add (BinaryScores) are logged too.
+        callbacks=[*fit_kwargs.pop("callbacks", []), cb],
+        verbose=fit_kwargs.pop("verbose", progress_verbosity()),
+        **fit_kwargs,
+    )
     summary = cb.ledger.summary()
     run.log_metrics(summary, step=0)
-    return summary
+    # The in-process result also carries the last epoch's values (val_loss, ...).
+    return {**cb.last_epoch, **summary}
 
 
-def evaluate(run: Run, model: Any, x: Any, y: Any = None, batch_size: int | None = None
-             ) -> dict[str, float]:
+def evaluate(
+    run: Run, model: Any, x: Any, y: Any = None, batch_size: int | None = None
+) -> dict[str, float]:
     """Final test metrics, logged as ``test_<name>``."""
     results = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
     metrics = {f"test_{k}": float(v) for k, v in results.items()}
     run.log_metrics(metrics, step=0)
     return metrics
-

@@ -202,8 +202,8 @@ def start_run(
 
     uri = resolve_tracking_uri(tracking_uri or (parent.tracking_uri if parent else None))
     client = parent.client if parent else MlflowClient(tracking_uri=uri)
-    experiment_id = parent.experiment_id if parent else _get_or_create_experiment(
-        client, experiment, uri
+    experiment_id = (
+        parent.experiment_id if parent else _get_or_create_experiment(client, experiment, uri)
     )
     base_tags = {
         "mlflow.source.name": Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python",
@@ -250,4 +250,3 @@ def sigterm_as_exception() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-

@@ -67,6 +67,7 @@ class MetricSink:
         self._closed = False
         self._failing = False
         self._written = 0
+        self._writer_cpu_s = 0.0
         self._thread = threading.Thread(target=self._run, name="mltrack-sink", daemon=True)
         self._thread.start()
 
@@ -96,6 +97,12 @@ class MetricSink:
     def written(self) -> int:
         with self._cond:
             return self._written
+
+    @property
+    def writer_cpu_s(self) -> float:
+        """CPU seconds the writer thread has spent sending batches (the sink's own cost)."""
+        with self._cond:
+            return self._writer_cpu_s
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every point queued so far is written; False if the timeout came first."""
@@ -133,10 +140,12 @@ class MetricSink:
                 self._in_flight = len(batch)
             if not batch:
                 continue
+            cpu_start = time.thread_time()
             try:
                 self._write(batch)
             except Exception as exc:  # the store is away: keep the points, retry later
                 with self._cond:
+                    self._writer_cpu_s += time.thread_time() - cpu_start
                     self._queue[:0] = batch
                     self._in_flight = 0
                     if not self._failing:
@@ -153,5 +162,5 @@ class MetricSink:
                 self._failing = False
                 self._in_flight = 0
                 self._written += len(batch)
+                self._writer_cpu_s += time.thread_time() - cpu_start
                 self._cond.notify_all()
-

@@ -61,7 +61,11 @@ def run_module(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]
     def run(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", module, *args],
-            cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=timeout,
+            cwd=tmp_path,
+            env=env_for(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     return run

@@ -16,15 +16,26 @@ class Config(ExperimentConfig):
 
 
 def test_defaults_and_flags():
-    cfg = parse_config(Config, ["--batch-size", "64", "--accumulation-steps", "4",
-                                "--precision", "mixed_bf16", "--learning-rate", "0.01"])
+    cfg = parse_config(
+        Config,
+        [
+            "--batch-size",
+            "64",
+            "--accumulation-steps",
+            "4",
+            "--precision",
+            "mixed_bf16",
+            "--learning-rate",
+            "0.01",
+        ],
+    )
     assert (cfg.batch_size, cfg.accumulation_steps, cfg.precision) == (64, 4, "mixed_bf16")
     assert cfg.effective_batch_size == 256
     assert cfg.learning_rate == 0.01
     assert cfg.dataset == "cifar10"  # the first of DATASETS
 
 
-def test_precisions_list_overrides_precision():
+def test_precisions_is_a_comma_list_spelling_of_precision():
     cfg = parse_config(Config, ["--precisions", "fp32, mixed_bf16"])
     assert cfg.precision_list() == ["fp32", "mixed_bf16"]
 
@@ -33,12 +44,16 @@ def test_precisions_list_overrides_precision():
     ("argv", "message"),
     [
         (["--precision", "fp17"], r"^--precision: got 'fp17', expected one of fp64, fp32"),
-        (["--precisions", "fp32,fp17"], r"^--precisions: got 'fp17', expected one of"),
+        (["--precisions", "fp32,fp17"], r"^--precision: got 'fp17', expected one of"),
+        (["--precision", ","], r"^--precision: got ',', expected one or more of"),
         (["--batch-size", "0"], r"^--batch-size: got 0, expected an integer >= 1$"),
         (["--epochs", "-1"], r"^--epochs: got -1, expected an integer >= 1$"),
         (["--accumulation-steps", "0"], r"^--accumulation-steps: got 0, expected an integer"),
         (["--batch-size", "ten"], r"argument --batch-size: got 'ten', expected an integer$"),
-        (["--dataset", "imagenet"], r"^--dataset: got 'imagenet', expected one of cifar10, synthetic$"),
+        (
+            ["--dataset", "imagenet"],
+            r"^--dataset: got 'imagenet', expected one of cifar10, synthetic$",
+        ),
         (["--data-dir", "/no/such/dir"], r"^--data-dir: got '/no/such/dir', expected an existing"),
         (["--bogus", "1"], r"unrecognized arguments: --bogus 1"),
     ],
@@ -52,7 +67,9 @@ def test_bad_input_is_one_line_naming_flag_value_and_expectation(argv, message):
 def test_data_dir_that_is_a_file(tmp_path):
     a_file = tmp_path / "cifar.tar.gz"
     a_file.write_bytes(b"")
-    with pytest.raises(UsageError, match=r"^--data-dir: got '.*cifar.tar.gz', expected an existing"):
+    with pytest.raises(
+        UsageError, match=r"^--data-dir: got '.*cifar.tar.gz', expected an existing"
+    ):
         parse_config(Config, ["--data-dir", str(a_file)])
 
 

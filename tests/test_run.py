@@ -14,8 +14,13 @@ def history(client, run_id: str, key: str) -> list[tuple[int, float]]:
 
 
 def test_success_is_finished_with_params_tags_and_metrics(store, client):
-    with start_run("exp", run_name="ok", params={"lr": 0.1, "opt": {"name": "adam"}},
-                   tags={"precision": "fp32"}, tracking_uri=store) as run:
+    with start_run(
+        "exp",
+        run_name="ok",
+        params={"lr": 0.1, "opt": {"name": "adam"}},
+        tags={"precision": "fp32"},
+        tracking_uri=store,
+    ) as run:
         for epoch in range(3):
             run.end_epoch(epoch, {"loss": 1.0 / (epoch + 1)})
     [r] = all_runs(client, "exp")
@@ -71,15 +76,20 @@ def test_nested_runs_for_repeats(store, client):
 
 
 def test_a_failing_child_fails_its_parent_too(store, client):
-    with pytest.raises(RuntimeError), start_run("exp", run_name="study", tracking_uri=store) as p:
-        with start_run("exp", run_name="child", parent=p):
-            raise RuntimeError("x")
+    with (
+        pytest.raises(RuntimeError),
+        start_run("exp", run_name="study", tracking_uri=store) as parent,
+        start_run("exp", run_name="child", parent=parent),
+    ):
+        raise RuntimeError("x")
     assert {r.info.run_name: r.info.status for r in all_runs(client, "exp")} == {
-        "study": "FAILED", "child": "FAILED"}
+        "study": "FAILED",
+        "child": "FAILED",
+    }
 
 
 def test_mlflow_limits_are_handled_in_one_place(store, client, caplog):
-    params = {f"p{i}": i for i in range(250)}  # more than 100 per log_batch call
+    params: dict[str, object] = {f"p{i}": i for i in range(250)}  # over 100 per log_batch call
     params["long"] = "x" * 7000  # over MLflow's 6000-character limit
     original = dict(params)
     with start_run("exp", params=params, tracking_uri=store):
@@ -92,9 +102,17 @@ def test_mlflow_limits_are_handled_in_one_place(store, client, caplog):
 
 
 def test_secret_looking_values_never_reach_the_store(store, client):
-    with start_run("exp", params={"db_password": "hunter2", "api_key": "k", "monkey": "ok",
-                                  "keyboard": "ok", "auth": {"token": "t"}},
-                   tracking_uri=store):
+    with start_run(
+        "exp",
+        params={
+            "db_password": "hunter2",
+            "api_key": "k",
+            "monkey": "ok",
+            "keyboard": "ok",
+            "auth": {"token": "t"},
+        },
+        tracking_uri=store,
+    ):
         pass
     [r] = all_runs(client, "exp")
     assert r.data.params["db_password"] == REDACTED

@@ -7,6 +7,7 @@ each a pickle of a dict with ``b"data"`` (N×3072 uint8, channel-major) and ``b"
 
 from __future__ import annotations
 
+import functools
 import pickle
 import tarfile
 from collections.abc import Callable
@@ -51,10 +52,15 @@ def _read(open_member: Callable[[str], IO[bytes]], which: str) -> ArrayDataset:
         for name in names:
             with open_member(name) as handle:
                 arrays.append(_decode(handle, name, label_key))
-        parts.append((np.concatenate([a[0] for a in arrays]),
-                      np.concatenate([a[1] for a in arrays])))
+        parts.append(
+            (np.concatenate([a[0] for a in arrays]), np.concatenate([a[1] for a in arrays]))
+        )
     (x_train, y_train), (x_test, y_test) = parts
     return ArrayDataset(which, x_train, y_train, x_test, y_test, NUM_CLASSES[which], "")
+
+
+def _open_in(folder: Path, name: str) -> IO[bytes]:
+    return (folder / name).open("rb")
 
 
 def _missing(which: str, where: Path) -> DataUnavailable:
@@ -69,7 +75,7 @@ def load_from_dir(which: str, data_dir: Path) -> ArrayDataset:
     folder = FOLDERS[which]
     for candidate in (data_dir / folder, data_dir):
         if all((candidate / n).is_file() for names in MEMBERS[which] for n in names):
-            dataset = _read(lambda n, c=candidate: (c / n).open("rb"), which)
+            dataset = _read(functools.partial(_open_in, candidate), which)
             dataset.source = str(candidate)
             return dataset
     archive = data_dir / Path(URLS[which]).name
@@ -111,5 +117,12 @@ def load(which: str, data_dir: str = "") -> ArrayDataset:
             f"{URLS[which]} and pass --data-dir DIR (the archive or its {FOLDERS[which]}/ "
             "folder), or use --dataset synthetic offline"
         ) from exc
-    return ArrayDataset(which, x_train, y_train.reshape(-1), x_test, y_test.reshape(-1),
-                        NUM_CLASSES[which], "keras.datasets")
+    return ArrayDataset(
+        which,
+        x_train,
+        y_train.reshape(-1),
+        x_test,
+        y_test.reshape(-1),
+        NUM_CLASSES[which],
+        "keras.datasets",
+    )

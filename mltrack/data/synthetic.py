@@ -36,5 +36,6 @@ def images(
 
     x_train, y_train = draw(train_size)
     x_test, y_test = draw(test_size)
-    return ArrayDataset(name, x_train, y_train, x_test, y_test, num_classes,
-                        f"generated (seed {seed})")
+    return ArrayDataset(
+        name, x_train, y_train, x_test, y_test, num_classes, f"generated (seed {seed})"
+    )

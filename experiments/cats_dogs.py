@@ -1,0 +1,151 @@
+"""Cats vs dogs CNN as a hardware benchmark (seed 001_c81540a7f303f493).
+
+The seed times one training (three Conv2D+MaxPooling pairs, Dense 512, sigmoid; 150×150
+input; RMSprop 1e-3; binary cross-entropy; 15 epochs, batch 20) on seven machines and ranks
+them by speed-up over a CPU. Every run here carries the hardware fingerprint (``hw.*`` tags),
+so each run is a row of that leaderboard. The default loader is ``image_dataset_from_directory``
+with a tf.data pipeline; ``--loader legacy`` is the seed's ``ImageDataGenerator``.
+
+    python -m experiments.cats_dogs --data-dir ~/data/cat-vs-dogs-kaggle
+    python -m experiments.cats_dogs --dataset synthetic --epochs 3   # offline
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mltrack.config import ExperimentConfig
+from mltrack.data import DataUnavailable
+from mltrack.data.images import (
+    ImageFolder,
+    legacy_generators,
+    open_folder,
+    tf_datasets,
+    write_synthetic,
+)
+from mltrack.errors import bad_value
+from mltrack.experiment import Experiment
+from mltrack.precision import COMPUTE_DTYPE, output_dtype
+from mltrack.run import Run
+
+LOADERS = ("tf_data", "legacy")
+IMAGE_SIZE = 150
+CACHE = Path.home() / ".cache" / "mltrack"
+
+
+@dataclass
+class Config(ExperimentConfig):
+    DATASETS: ClassVar[tuple[str, ...]] = ("cats_vs_dogs", "synthetic")
+
+    precision: str = "fp32"  # the seed's default TensorFlow precision
+    batch_size: int = 20
+    epochs: int = 15
+    learning_rate: float = field(default=1e-3, metadata={"help": "RMSprop learning rate"})
+    loader: str = field(default="tf_data", metadata={"help": f"one of {', '.join(LOADERS)}"})
+    synthetic_per_class: int = field(
+        default=100, metadata={"help": "training images per class for --dataset synthetic"}
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.loader not in LOADERS:
+            raise bad_value("--loader", self.loader, f"one of {', '.join(LOADERS)}")
+        if self.dataset == "cats_vs_dogs" and not self.data_dir:
+            raise bad_value(
+                "--data-dir", "", "the folder holding train/ and test/ (or --dataset synthetic)"
+            )
+        if self.synthetic_per_class < 4:
+            raise bad_value("--synthetic-per-class", self.synthetic_per_class, "an integer >= 4")
+
+
+def load_data(cfg: Config) -> ImageFolder:
+    if cfg.dataset == "synthetic":
+        root = (
+            Path(cfg.data_dir)
+            if cfg.data_dir
+            else (CACHE / f"synthetic_cats_dogs_{cfg.synthetic_per_class}_{cfg.seed}")
+        )
+        try:
+            return open_folder(root, "synthetic_cats_dogs")
+        except DataUnavailable:  # not written yet
+            return write_synthetic(root, cfg.synthetic_per_class, IMAGE_SIZE, cfg.seed)
+    return open_folder(Path(cfg.data_dir))
+
+
+def build_model(precision: str) -> Any:
+    import keras
+    from keras import layers
+
+    return keras.Sequential(
+        [
+            keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3)),
+            layers.Conv2D(16, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(512, activation="relu"),
+            layers.Dense(1, activation="sigmoid", dtype=output_dtype(precision)),
+        ]
+    )
+
+
+def loaders(cfg: Config, data: ImageFolder) -> tuple[Any, Any]:
+    make = tf_datasets if cfg.loader == "tf_data" else legacy_generators
+    return make(data, IMAGE_SIZE, cfg.batch_size, cfg.seed)
+
+
+def first_batch(dataset: Any) -> np.ndarray:
+    if hasattr(dataset, "take"):  # tf.data
+        return np.asarray(next(iter(dataset.take(1)))[0])
+    return np.asarray(dataset[0][0])  # a Keras PyDataset (legacy generator)
+
+
+def train(cfg: Config, data: ImageFolder, run: Run) -> dict[str, float]:
+    import keras
+
+    from mltrack import keras as mk
+    from mltrack.artifacts import export_keras
+    from mltrack.plots import learning_curves
+
+    keras.utils.set_random_seed(cfg.seed)
+    train_data, test_data = loaders(cfg, data)
+    with mk.precision_policy(cfg.precision):
+        model = build_model(cfg.precision)
+        model.compile(
+            keras.optimizers.RMSprop(cfg.learning_rate), "binary_crossentropy", metrics=["accuracy"]
+        )
+    run.log_params({"loader": cfg.loader, "model.parameters": model.count_params()})
+    summary = mk.fit(
+        run,
+        model,
+        train_data,
+        epochs=cfg.epochs,
+        validation_data=test_data,
+        samples_per_epoch=data.train_size,
+        log_every_n_steps=cfg.log_every_n_steps,
+    )
+    metrics = {**summary, **mk.evaluate(run, model, test_data)}
+    figure = learning_curves(model.history.history, f"cats vs dogs, {cfg.precision}, {cfg.loader}")
+    run.client.log_figure(run.run_id, figure, "learning_curves.png")
+    export_keras(run, model, first_batch(test_data), COMPUTE_DTYPE[cfg.precision])
+    return metrics
+
+
+EXPERIMENT = Experiment("cats_dogs", Config, load_data, train, __doc__ or "")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return EXPERIMENT.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""PaySim fraud detection, Model #1 in FP32 vs Model #2 in BF16 (seed 000_3354411e7b23bd06).
+
+The seed trains the same Keras network in fp32 and in bf16 and compares user, system and total
+CPU time, wall time, accuracy and validation loss in its "Inferences" table. Fraud is rare
+(about 0.13% of rows), so accuracy alone misleads: every run also logs precision, recall, F1,
+PR-AUC and ROC-AUC per epoch, and the class imbalance is handled explicitly (``--imbalance``).
+Model #2 uses ``mixed_bf16``: bf16 compute, fp32 variables, float32 sigmoid.
+
+    python -m experiments.fraud_bf16 --data-dir ~/data/paysim          # the Kaggle CSV
+    python -m experiments.fraud_bf16 --dataset simulated --rows 200000  # offline
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mltrack.config import ExperimentConfig
+from mltrack.data import ArrayDataset, paysim
+from mltrack.errors import bad_value
+from mltrack.experiment import Experiment, RunResult
+from mltrack.metrics import binary_scores
+from mltrack.precision import COMPUTE_DTYPE, output_dtype
+from mltrack.report import Row, delta_table, fraction, number, seconds
+from mltrack.run import Run
+
+IMBALANCE = ("class_weight", "undersample", "none")
+PROBE_SIZE = 64
+INFERENCES = [
+    Row("User CPU time", "total_user_cpu_s", seconds),
+    Row("System CPU time", "total_system_cpu_s", seconds),
+    Row("Total CPU time", "total_cpu_s", seconds),
+    Row("Wall time", "total_wall_s", seconds),
+    Row("Accuracy", "test_accuracy", fraction),
+    Row("Validation loss", "val_loss", number),
+    Row("Precision", "test_precision", number),
+    Row("Recall", "test_recall", number),
+    Row("F1", "test_f1", number),
+    Row("PR-AUC", "test_pr_auc", number),
+    Row("ROC-AUC", "test_roc_auc", number),
+]
+
+
+@dataclass
+class Config(ExperimentConfig):
+    DATASETS: ClassVar[tuple[str, ...]] = ("paysim", "simulated")
+
+    precision: str = "fp32,mixed_bf16"  # Model #1 and Model #2
+    batch_size: int = 256
+    epochs: int = 5
+    rows: int = field(
+        default=200_000,
+        metadata={"help": "rows to simulate, or to read from the CSV (0: the whole CSV)"},
+    )
+    imbalance: str = field(
+        default="class_weight",
+        metadata={"help": f"how the rare class is handled: {', '.join(IMBALANCE)}"},
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.rows < 0 or (self.dataset == "simulated" and self.rows < 1000):
+            raise bad_value("--rows", self.rows, "an integer >= 1000 (0: whole CSV)")
+        if self.imbalance not in IMBALANCE:
+            raise bad_value("--imbalance", self.imbalance, f"one of {', '.join(IMBALANCE)}")
+
+
+def load_data(cfg: Config) -> ArrayDataset:
+    if cfg.dataset == "simulated":
+        frame = paysim.simulate(cfg.rows, cfg.seed)
+        return paysim.dataset(frame, "paysim_simulated", f"simulated (seed {cfg.seed})", cfg.seed)
+    path = Path(cfg.data_dir or ".") / paysim.FILENAME
+    return paysim.dataset(paysim.read_csv(path, cfg.rows), "paysim", str(path), cfg.seed)
+
+
+def build_model(precision: str, features: int) -> Any:
+    import keras
+    from keras import layers
+
+    return keras.Sequential(
+        [
+            keras.Input((features,)),
+            layers.Dense(64, activation="relu"),
+            layers.Dropout(0.2),
+            layers.Dense(32, activation="relu"),
+            layers.Dense(1, activation="sigmoid", dtype=output_dtype(precision)),
+        ]
+    )
+
+
+def balance(cfg: Config, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Apply ``--imbalance``: class weights, undersampled negatives, or nothing."""
+    if cfg.imbalance == "class_weight":
+        counts = np.bincount(y, minlength=2)
+        return x, y, {c: len(y) / (2 * counts[c]) for c in (0, 1)}
+    if cfg.imbalance == "undersample":
+        rng = np.random.default_rng(cfg.seed)
+        pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+        keep = np.concatenate(
+            [pos, rng.choice(neg, size=min(len(neg), 10 * len(pos)), replace=False)]
+        )
+        rng.shuffle(keep)
+        return x[keep], y[keep], None
+    return x, y, None
+
+
+def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
+    import keras
+
+    from mltrack import keras as mk
+    from mltrack.artifacts import export_keras
+
+    keras.utils.set_random_seed(cfg.seed)
+    x, y, class_weight = balance(cfg, data.x_train, data.y_train)
+    run.log_params({"train_rows_after_balancing": len(y), "positives_train": int(y.sum())})
+    with mk.precision_policy(cfg.precision):
+        model = build_model(cfg.precision, x.shape[1])
+        model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy", metrics=["accuracy"])
+    summary = mk.fit(
+        run,
+        model,
+        x,
+        y,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        validation_data=(data.x_test, data.y_test),
+        class_weight=class_weight,
+        callbacks=[mk.BinaryScores(data.x_test, data.y_test)],
+        log_every_n_steps=cfg.log_every_n_steps,
+    )
+    probability = model.predict(data.x_test, batch_size=4096, verbose=0)
+    test = {f"test_{k}": v for k, v in binary_scores(data.y_test, probability).items()}
+    run.log_metrics(test, step=0)
+    export_keras(run, model, data.x_test[:PROBE_SIZE], COMPUTE_DTYPE[cfg.precision])
+    return {**summary, **test}
+
+
+def inferences(results: Sequence[RunResult]) -> str:
+    """The seed's Inferences table, Model #1 (first precision) as the baseline."""
+    groups: dict[str, list[Mapping[str, float]]] = {}
+    for r in results:
+        if r.outcome == "completed":
+            groups.setdefault(r.precision, []).append(r.metrics)
+    if not groups:
+        return "no completed runs"
+    return delta_table(groups, INFERENCES, baseline=results[0].precision)
+
+
+EXPERIMENT = Experiment(
+    "fraud_bf16", Config, load_data, train, __doc__ or "", study_report=inferences
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return EXPERIMENT.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

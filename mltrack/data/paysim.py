@@ -1,0 +1,196 @@
+"""PaySim mobile-money transactions (seed 000): the Kaggle CSV, and a simulator for offline use.
+
+The CSV (``PS_20174392719_1491204439457_log.csv``) has one transaction per row with the
+columns in ``COLUMNS``. It is checked before any run starts: a missing file, a missing column,
+a non-numeric amount or an unknown transaction type is a one-line error naming the file.
+
+``simulate`` follows the PaySim paper's published behaviour (Lopez-Rojas, Elmir & Axelsson,
+EMSS 2016, and the Kaggle description): five transaction types in roughly the published mix;
+fraud only in TRANSFER and CASH_OUT, where the fraudster empties the origin account; a rare
+positive class (about 0.13%); ``isFlaggedFraud`` for transfers over 200,000.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mltrack.data.core import ArrayDataset, DataUnavailable
+
+FILENAME = "PS_20174392719_1491204439457_log.csv"
+KAGGLE = "https://www.kaggle.com/datasets/ealaxi/paysim1"
+COLUMNS = (
+    "step",
+    "type",
+    "amount",
+    "nameOrig",
+    "oldbalanceOrg",
+    "newbalanceOrig",
+    "nameDest",
+    "oldbalanceDest",
+    "newbalanceDest",
+    "isFraud",
+    "isFlaggedFraud",
+)
+NUMERIC = (
+    "step",
+    "amount",
+    "oldbalanceOrg",
+    "newbalanceOrig",
+    "oldbalanceDest",
+    "newbalanceDest",
+    "isFraud",
+    "isFlaggedFraud",
+)
+TYPES = ("CASH_IN", "CASH_OUT", "DEBIT", "PAYMENT", "TRANSFER")
+# Share of each type in the published data set (6.36 M rows).
+TYPE_MIX = {
+    "CASH_OUT": 0.352,
+    "PAYMENT": 0.338,
+    "CASH_IN": 0.220,
+    "TRANSFER": 0.084,
+    "DEBIT": 0.006,
+}
+FRAUD_RATE = 0.0013
+FLAG_THRESHOLD = 200_000
+
+
+def read_csv(path: Path, rows: int = 0) -> Any:
+    """Read and check a PaySim CSV; ``rows`` > 0 reads only the first rows."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise DataUnavailable(
+            f"--data-dir: {path.name} not found in {path.parent}; download it from {KAGGLE} "
+            "and put it there, or use --dataset simulated offline"
+        )
+    try:
+        frame = pd.read_csv(
+            path, nrows=rows or None, dtype={"type": str, "nameOrig": str, "nameDest": str}
+        )
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataUnavailable(f"{path}: not a readable CSV ({exc})") from exc
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataUnavailable(
+            f"{path}: missing column(s) {', '.join(missing)}; expected the PaySim schema "
+            f"{', '.join(COLUMNS)}"
+        )
+    for column in NUMERIC:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() & frame[column].notna() | frame[column].isna()
+        if bad.any():
+            row = int(bad.idxmax())
+            raise DataUnavailable(
+                f"{path}: column {column!r} has a non-numeric value {frame[column][row]!r} "
+                f"at data row {row + 1}"
+            )
+        frame[column] = values
+    unknown = sorted(set(frame["type"]) - set(TYPES))
+    if unknown:
+        raise DataUnavailable(f"{path}: unknown transaction type(s) {unknown}; expected {TYPES}")
+    if not frame["isFraud"].isin((0, 1)).all():
+        raise DataUnavailable(f"{path}: column 'isFraud' must hold only 0 and 1")
+    return frame
+
+
+def simulate(rows: int, seed: int = 0) -> Any:
+    """A PaySim-style transaction log with the published schema and behaviour."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    kinds = rng.choice(
+        list(TYPE_MIX), size=rows, p=np.array(list(TYPE_MIX.values())) / sum(TYPE_MIX.values())
+    )
+    step = rng.integers(1, 744, size=rows)  # one step is one hour of a 31-day month
+    # Amounts are heavy-tailed per type (medians roughly as published).
+    median = {
+        "CASH_IN": 140_000,
+        "CASH_OUT": 150_000,
+        "DEBIT": 3_000,
+        "PAYMENT": 10_000,
+        "TRANSFER": 490_000,
+    }
+    amount = np.array([median[k] for k in kinds]) * rng.lognormal(0, 1.0, size=rows)
+    old_orig = rng.lognormal(10, 2.0, size=rows) * (rng.random(rows) > 0.3)
+    old_dest = rng.lognormal(12, 2.0, size=rows) * (rng.random(rows) > 0.4)
+    # Fraud: only in TRANSFER and CASH_OUT, about FRAUD_RATE of all rows.
+    eligible = np.isin(kinds, ("TRANSFER", "CASH_OUT"))
+    fraud = eligible & (rng.random(rows) < FRAUD_RATE / eligible.mean())
+    old_orig = np.where(fraud, np.maximum(old_orig, rng.lognormal(12, 1.5, size=rows)), old_orig)
+    amount = np.where(fraud, old_orig, amount)  # the fraudster empties the account
+    incoming = kinds == "CASH_IN"
+    new_orig = np.where(incoming, old_orig + amount, np.maximum(old_orig - amount, 0.0))
+    merchant = kinds == "PAYMENT"  # merchants' balances are not recorded in PaySim
+    old_dest = np.where(merchant, 0.0, old_dest)
+    receives = ~merchant & ~incoming
+    new_dest = np.where(
+        receives,
+        old_dest + amount,
+        np.where(incoming, np.maximum(old_dest - amount, 0.0), old_dest),
+    )
+    # In the published data many fraudulent transfers leave the destination balances at zero.
+    blank = fraud & (rng.random(rows) < 0.5)
+    old_dest, new_dest = np.where(blank, 0.0, old_dest), np.where(blank, 0.0, new_dest)
+    flagged = fraud & (kinds == "TRANSFER") & (amount > FLAG_THRESHOLD)
+    ids = rng.integers(10**8, 10**9, size=(2, rows))
+    return pd.DataFrame(
+        {
+            "step": step,
+            "type": kinds,
+            "amount": amount.round(2),
+            "nameOrig": [f"C{i}" for i in ids[0]],
+            "oldbalanceOrg": old_orig.round(2),
+            "newbalanceOrig": new_orig.round(2),
+            "nameDest": [
+                ("M" if m else "C") + str(i) for m, i in zip(merchant, ids[1], strict=True)
+            ],
+            "oldbalanceDest": old_dest.round(2),
+            "newbalanceDest": new_dest.round(2),
+            "isFraud": fraud.astype(int),
+            "isFlaggedFraud": flagged.astype(int),
+        }
+    )
+
+
+def features(frame: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Model inputs: type one-hot, log amounts and balances, balance errors, hour of day.
+
+    The balance errors (how far the balances are from "old - amount = new") carry most of the
+    signal in PaySim; names are identifiers and are dropped.
+    """
+    amount = frame["amount"].to_numpy(float)
+    err_orig = frame["newbalanceOrig"] + frame["amount"] - frame["oldbalanceOrg"]
+    err_dest = frame["oldbalanceDest"] + frame["amount"] - frame["newbalanceDest"]
+    columns = [frame["type"].to_numpy() == t for t in TYPES] + [
+        np.log1p(amount),
+        *(
+            np.log1p(frame[c].to_numpy(float))
+            for c in ("oldbalanceOrg", "newbalanceOrig", "oldbalanceDest", "newbalanceDest")
+        ),
+        np.sign(err_orig) * np.log1p(np.abs(err_orig)),
+        np.sign(err_dest) * np.log1p(np.abs(err_dest)),
+        (frame["step"].to_numpy() % 24) / 23.0,
+    ]
+    x = np.stack([np.asarray(c, np.float32) for c in columns], axis=1)
+    return x, frame["isFraud"].to_numpy(np.int64)
+
+
+def dataset(
+    frame: Any, name: str, source: str, seed: int, test_fraction: float = 0.2
+) -> ArrayDataset:
+    """Stratified split, features standardised with the training split's statistics."""
+    from sklearn.model_selection import train_test_split
+
+    x, y = features(frame)
+    if y.sum() < 2:
+        raise DataUnavailable(f"{source}: {int(y.sum())} fraudulent rows; need at least 2")
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=test_fraction, random_state=seed, stratify=y
+    )
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    return ArrayDataset(
+        name, (x_train - mean) / std, y_train, (x_test - mean) / std, y_test, 2, source
+    )

@@ -1,0 +1,40 @@
+"""Seed 001 offline: the hardware-benchmark CNN on a synthetic image folder, both loaders."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import all_runs
+
+
+@pytest.mark.parametrize("loader", ["tf_data", "legacy"])
+def test_synthetic_folder_trains_with_curves_and_fingerprint(run_module, client, tmp_path, loader):
+    # The synthetic folder is written under $HOME/.cache/mltrack (HOME is tmp_path here).
+    result = run_module(
+        "experiments.cats_dogs",
+        "--dataset",
+        "synthetic",
+        "--synthetic-per-class",
+        "12",
+        "--epochs",
+        "2",
+        "--loader",
+        loader,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = all_runs(client)
+    assert run.info.status == "FINISHED" and run.data.tags["reload_ok"] == "true"
+    assert run.data.params["loader"] == loader
+    assert run.data.params["dataset.train_size"] == "24"
+    assert run.data.tags["hw.label"] and run.data.tags["hw.fingerprint"]  # a leaderboard row
+    for key in ("accuracy", "val_accuracy", "loss", "val_loss", "epoch_wall_s"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 2
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"learning_curves.png", "model"} <= artifacts
+
+
+def test_real_dataset_needs_a_folder(run_module, tmp_path):
+    result = run_module("experiments.cats_dogs", "--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert f"--data-dir: {tmp_path}/train/cats not found" in result.stderr
+    assert not (tmp_path / "mlruns").exists()

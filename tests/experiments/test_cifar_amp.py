@@ -1,0 +1,176 @@
+"""``python -m experiments.cifar_amp`` end to end, in subprocesses, against the real store."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import all_runs, env_for, wait_until
+
+SMALL = ["--dataset", "synthetic", "--synthetic-size", "256", "--batch-size", "64"]
+
+FAIL_AFTER_EPOCH_1 = """
+import sys
+from mltrack import keras as mk
+original = mk.MlflowCallback.on_epoch_end
+def on_epoch_end(self, epoch, logs=None):
+    original(self, epoch, logs)
+    if epoch == 1:
+        raise RuntimeError("injected failure after epoch 1")
+mk.MlflowCallback.on_epoch_end = on_epoch_end
+from experiments import cifar_amp
+sys.exit(cifar_amp.main(sys.argv[1:]))
+"""
+
+
+def steps(client, run, key: str) -> list[int]:
+    return [m.step for m in client.get_metric_history(run.info.run_id, key)]
+
+
+def test_synthetic_two_epochs_leaves_one_complete_verified_run(run_module, client):
+    result = run_module("experiments.cifar_amp", *SMALL, "--epochs", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mltrack ui" in result.stdout and "| precision |" in result.stdout
+    [run] = all_runs(client)
+    assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "completed"
+    params = run.data.params
+    assert params["precision_requested"] == "auto"
+    assert params["precision"] in {"mixed_bf16", "fp32", "mixed_fp16"}
+    assert params["batch_size"] == "64" and params["effective_batch_size"] == "64"
+    assert params["dataset.name"] == "synthetic" and params["dataset.train_size"] == "256"
+    assert params["dataset.hash"]
+    for key in (
+        "loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "epoch_wall_s",
+        "epoch_user_cpu_s",
+        "epoch_system_cpu_s",
+        "samples_per_s",
+        "peak_rss_mb",
+    ):
+        assert steps(client, run, key) == [0, 1], key
+    for key in (
+        "total_wall_s",
+        "total_user_cpu_s",
+        "total_system_cpu_s",
+        "total_cpu_s",
+        "warmup_epoch_wall_s",
+        "test_accuracy",
+    ):
+        assert key in run.data.metrics, key
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert artifacts == {"model/model.json", "model/model.weights.h5", "model/summary.txt"}
+    assert run.data.tags["reload_ok"] == "true"
+    assert run.data.metrics["reload_max_abs_diff"] <= float(run.data.tags["reload_tolerance"])
+    h5 = Path(client.download_artifacts(run.info.run_id, "model/model.weights.h5"))
+    assert h5.read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"  # really HDF5
+
+
+def test_accumulation_and_per_step_logging(run_module, client):
+    result = run_module(
+        "experiments.cifar_amp",
+        *SMALL,
+        "--epochs",
+        "1",
+        "--precision",
+        "fp32",
+        "--accumulation-steps",
+        "2",
+        "--log-every-n-steps",
+        "1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = all_runs(client)
+    assert run.data.params["effective_batch_size"] == "128"
+    assert steps(client, run, "step/loss") == [0, 1, 2, 3]  # 256 samples / 64 per step
+
+
+def test_study_over_precisions_makes_parent_and_children(run_module, client):
+    result = run_module(
+        "experiments.cifar_amp", *SMALL, "--epochs", "1", "--precisions", "fp32,mixed_bf16"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = all_runs(client)
+    [parent] = [r for r in runs if r.data.tags.get("mltrack.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.params["precision"] for r in children) == ["fp32", "mixed_bf16"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    table = Path(client.download_artifacts(parent.info.run_id, "results.md")).read_text()
+    assert "| fp32 | 1 | completed 1 |" in table and "| mixed_bf16 | 1 |" in table
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--precision", "fp17"], "--precision: got 'fp17', expected one of"),
+        (["--batch-size", "0"], "--batch-size: got 0, expected an integer >= 1"),
+        (["--epochs", "-1"], "--epochs: got -1, expected an integer >= 1"),
+        (["--data-dir", "/nonexistent"], "--data-dir: got '/nonexistent', expected an existing"),
+        (["--dataset", "cifar10", "--data-dir", "."], "--data-dir: cifar10 not found in ."),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_no_run(run_module, tmp_path, args, message):
+    result = run_module("experiments.cifar_amp", *args)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
+def test_exception_mid_training_fails_the_run_with_finished_epochs(tmp_path, client):
+    result = subprocess.run(
+        [sys.executable, "-c", FAIL_AFTER_EPOCH_1, *SMALL, "--epochs", "5"],
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 1 and "injected failure" in result.stderr
+    [run] = all_runs(client)
+    assert run.info.status == "FAILED" and run.data.tags["outcome"] == "failed"
+    assert "injected failure after epoch 1" in run.data.tags["error"]
+    assert steps(client, run, "loss") == [0, 1]
+    assert steps(client, run, "epoch_wall_s") == [0, 1]
+
+
+def test_sigterm_kills_the_run(tmp_path, client):
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "experiments.cifar_amp",
+            "--dataset",
+            "synthetic",
+            "--synthetic-size",
+            "1024",
+            "--epochs",
+            "200",
+        ],
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def trained_one_epoch() -> bool:
+            runs = all_runs(client) if (tmp_path / "mlruns" / "mlflow.db").exists() else []
+            return bool(runs) and bool(client.get_metric_history(runs[0].info.run_id, "loss"))
+
+        wait_until(trained_one_epoch, 180, "the first epoch in the store")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr[-2000:]
+    [run] = all_runs(client)
+    assert (run.info.status, run.data.tags["outcome"]) == ("KILLED", "killed")
+    assert len(client.get_metric_history(run.info.run_id, "loss")) >= 1

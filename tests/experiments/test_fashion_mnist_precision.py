@@ -1,0 +1,49 @@
+"""The seed-002 study on offline digits: fp16 diverges as a result, not a crash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import all_runs
+
+
+def test_digits_study_fp32_fp16_mixed_bf16(run_module, client):
+    result = run_module(
+        "experiments.fashion_mnist_precision",
+        "--dataset",
+        "digits",
+        "--precisions",
+        "fp32,fp16,mixed_bf16",
+        "--repeats",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = all_runs(client)
+    [parent] = [r for r in runs if r.data.tags.get("mltrack.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 6 and all(r.info.status == "FINISHED" for r in runs)
+    by_precision: dict[str, list] = {}
+    for r in children:
+        by_precision.setdefault(r.data.params["precision"], []).append(r)
+    assert sorted(r.data.params["seed"] for r in by_precision["fp32"]) == ["0", "1"]
+
+    for r in by_precision["fp16"]:
+        assert r.data.tags["outcome"] == "diverged", r.data.tags
+        assert int(r.data.tags["diverged_step"]) >= 0
+        assert r.data.tags["keras.variable_dtypes"] == "float16"
+        # Training stopped at the divergence: the loss history ends with the NaN epoch.
+        losses = client.get_metric_history(r.info.run_id, "loss")
+        assert len(losses) == int(r.data.tags["diverged_epoch"]) + 1
+    for r in by_precision["fp32"]:
+        assert r.data.tags["outcome"] == "completed"
+        assert r.data.metrics["test_accuracy"] >= 0.90, r.data.metrics
+        assert r.data.tags["reload_ok"] == "true"
+    for r in by_precision["mixed_bf16"]:
+        assert r.data.tags["outcome"] == "completed"
+        assert r.data.tags["keras.hidden_compute_dtype"] == "bfloat16"
+
+    table = Path(client.download_artifacts(parent.info.run_id, "results.md")).read_text()
+    assert "| fp16 | 2 | diverged 2 | – |" in table  # diverged runs are not averaged in
+    fp32_row = next(line for line in table.splitlines() if line.startswith("| fp32 |"))
+    assert fp32_row.count("±") == 4  # mean ± spread of time, CPU, accuracy and loss
+    assert table in result.stdout

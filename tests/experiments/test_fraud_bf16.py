@@ -1,0 +1,63 @@
+"""Seed 000 offline: fp32 vs bf16 on simulated PaySim, the Inferences table from the runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mltrack.data import paysim
+from tests.conftest import all_runs
+
+
+def test_simulated_fp32_vs_bf16_with_inferences_table(run_module, client):
+    result = run_module(
+        "experiments.fraud_bf16",
+        "--dataset",
+        "simulated",
+        "--rows",
+        "200000",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "1024",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = all_runs(client)
+    [parent] = [r for r in runs if r.data.tags.get("mltrack.role") == "study"]
+    children = {r.data.params["precision"]: r for r in runs if r is not parent}
+    assert set(children) == {"fp32", "mixed_bf16"}
+    bf16 = children["mixed_bf16"]
+    assert bf16.data.tags["keras.variable_dtypes"] == "float32"
+    assert bf16.data.tags["keras.hidden_compute_dtype"] == "bfloat16"
+    assert children["fp32"].data.tags["keras.hidden_compute_dtype"] == "float32"
+    for run in children.values():
+        assert run.info.status == "FINISHED" and run.data.tags["reload_ok"] == "true"
+        assert run.data.params["imbalance"] == "class_weight"
+        for key in ("val_f1", "val_pr_auc", "val_roc_auc", "val_precision", "val_recall"):
+            assert len(client.get_metric_history(run.info.run_id, key)) == 2, key
+        assert 0.0 <= run.data.metrics["test_pr_auc"] <= 1.0
+
+    table = Path(client.download_artifacts(parent.info.run_id, "results.md")).read_text()
+    assert "| fp32 (n=1) | mixed_bf16 (n=1) | Δ mixed_bf16 − fp32 |" in table
+    for label in (
+        "User CPU time",
+        "System CPU time",
+        "Total CPU time",
+        "Wall time",
+        "Accuracy",
+        "Validation loss",
+        "F1",
+        "PR-AUC",
+    ):
+        assert f"| {label} |" in table
+    # The wall-time delta is the difference of the two runs' logged totals.
+    wall = {p: r.data.metrics["total_wall_s"] for p, r in children.items()}
+    delta = wall["mixed_bf16"] - wall["fp32"]
+    assert f"({wall['mixed_bf16'] / wall['fp32'] - 1:+.1%})" in table, (delta, table)
+
+
+def test_bad_csv_exits_2_before_any_run(run_module, tmp_path):
+    (tmp_path / paysim.FILENAME).write_text("step,type,amount\n1,PAYMENT,abc\n")
+    result = run_module("experiments.fraud_bf16", "--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "missing column(s) nameOrig" in result.stderr
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()

@@ -1,0 +1,83 @@
+"""``mltrack ui`` serves the same store the experiments write to, on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+
+from mltrack.run import start_run
+from tests.conftest import env_for, wait_until
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except OSError:
+        return 0, b""
+
+
+def test_ui_serves_the_store_on_loopback(store, tmp_path):
+    with start_run("ui-exp", run_name="visible-run", tracking_uri=store) as run:
+        run.end_epoch(0, {"loss": 0.5})
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mltrack.cli", "ui", "--tracking-uri", store, "--port", str(port)],
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: get(f"{base}/health")[0] == 200, 120, "the MLflow UI")
+        status, body = get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui-exp")
+        assert status == 200
+        experiment_id = json.loads(body)["experiment"]["experiment_id"]
+        request = urllib.request.Request(
+            f"{base}/api/2.0/mlflow/runs/search",
+            method="POST",
+            data=json.dumps({"experiment_ids": [experiment_id]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            runs = json.loads(response.read())["runs"]
+        assert [r["info"]["run_name"] for r in runs] == ["visible-run"]
+        # Bound to loopback only: not reachable on the machine's other addresses.
+        listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+        bound = [line.split()[3] for line in listening.splitlines() if f":{port}" in line]
+        assert bound and all(addr.startswith("127.0.0.1:") for addr in bound), bound
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_help_is_fast_and_lists_ui():
+    result = subprocess.run(
+        [sys.executable, "-m", "mltrack.cli", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and "ui" in result.stdout
+    heavy = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, mltrack.cli; print(sorted("
+            "m for m in ('tensorflow', 'torch', 'keras', 'mlflow') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert heavy.stdout.strip() == "[]"

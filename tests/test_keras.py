@@ -1,0 +1,76 @@
+"""The Keras hook on a tiny model with a real store (the mlflow keras-callback test pattern)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mltrack import keras as mk
+from mltrack.run import start_run
+from tests.conftest import all_runs
+
+keras = pytest.importorskip("keras")
+
+
+def tiny(precision: str = "fp32"):
+    with mk.precision_policy(precision):
+        model = keras.Sequential(
+            [
+                keras.Input((4,)),
+                keras.layers.Dense(8, activation="relu"),
+                keras.layers.Dense(1, activation="sigmoid", dtype="float32"),
+            ]
+        )
+        model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def data(n: int = 256):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 4)).astype("float32")
+    return x, (x[:, 0] + 0.1 * rng.normal(size=n) > 0.8).astype(int)
+
+
+def test_history_length_equals_epochs_and_added_metrics_are_logged(store, client):
+    x, y = data()
+    with start_run("k", tracking_uri=store) as run:
+        summary = mk.fit(
+            run,
+            tiny(),
+            x,
+            y,
+            epochs=3,
+            batch_size=32,
+            validation_data=(x, y),
+            callbacks=[mk.BinaryScores(x, y)],
+            verbose=0,
+        )
+    assert summary["epochs_completed"] == 3 and "val_loss" in summary
+    [r] = all_runs(client, "k")
+    for key in ("loss", "val_accuracy", "val_f1", "val_pr_auc", "epoch_wall_s"):
+        assert [m.step for m in client.get_metric_history(r.info.run_id, key)] == [0, 1, 2], key
+    assert r.data.tags["keras.variable_dtypes"] == "float32"
+
+
+def test_precision_policy_is_restored_and_mixed_keeps_float32_variables():
+    before = keras.config.dtype_policy().name
+    model = tiny("mixed_bf16")
+    assert keras.config.dtype_policy().name == before
+    tags = mk.dtype_tags(model)
+    assert tags["keras.hidden_compute_dtype"] == "bfloat16"
+    assert tags["keras.variable_dtypes"] == "float32"
+    assert tags["keras.compute_dtypes"] == "bfloat16,float32"  # the float32 output layer
+
+
+def test_nan_loss_stops_training_as_diverged_with_the_step(store, client):
+    x, y = data()
+    y = y.astype("float32")
+    y[100:] = np.nan  # batches from step 3 on (batch 32) produce a NaN loss
+    with start_run("k", tracking_uri=store) as run:
+        mk.fit(
+            run, tiny(), x, y, epochs=5, batch_size=32, watch_steps=True, verbose=0, shuffle=False
+        )
+    [r] = all_runs(client, "k")
+    assert r.data.tags["outcome"] == "diverged" and r.info.status == "FINISHED"
+    assert r.data.tags["diverged_step"] == "3" and r.data.tags["diverged_epoch"] == "0"
+    assert len(client.get_metric_history(r.info.run_id, "loss")) == 1  # stopped in epoch 0
