@@ -5,7 +5,7 @@ the files, reloads them **in a fresh Python process** (nothing shared with the t
 process: no cached graphs, no custom objects in memory), runs the same fixed probe batch, and
 logs the largest absolute difference as ``reload_max_abs_diff`` with a ``reload_ok`` tag.
 
-Run as ``python -m mltrack.artifacts keras DIR``: the reloading half, used by ``verify``.
+Run as ``python -m mltrack.artifacts keras|torch DIR``: the reloading half, used by ``verify``.
 """
 
 from __future__ import annotations
@@ -38,22 +38,36 @@ def max_abs_diff(expected: np.ndarray, actual: np.ndarray) -> float:
 
 
 def verify(run: Run, folder: Path, kind: str, expected: np.ndarray, tolerance: float) -> bool:
-    """Reload ``folder`` in a fresh process, compare on the probe, log the outcome."""
+    """Reload ``folder`` in a fresh process, compare every format on the probe, log the outcome.
+
+    The reloader writes ``reloaded.<format>.npy`` per format it loaded; ``reload_ok`` holds
+    only if every format loaded and matched.
+    """
     proc = subprocess.run(
         [sys.executable, "-m", "mltrack.artifacts", kind, str(folder)],
         capture_output=True,
         text=True,
         timeout=RELOAD_TIMEOUT_S,
     )
-    reloaded = folder / "reloaded.npy"
-    if proc.returncode != 0 or not reloaded.exists():
-        diff, detail = float("inf"), proc.stderr.strip().splitlines()[-1:] or ["no output"]
+    outputs = sorted(folder.glob("reloaded.*.npy"))
+    diffs = {path.name.split(".")[1]: max_abs_diff(expected, np.load(path)) for path in outputs}
+    if proc.returncode != 0 or not diffs:
+        detail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
         run.set_tags({"reload_error": detail[0]})
-    else:
-        diff = max_abs_diff(expected, np.load(reloaded))
-    ok = diff <= tolerance
-    run.log_metrics({"reload_max_abs_diff": diff}, step=0)
-    run.set_tags({"reload_ok": str(ok).lower(), "reload_tolerance": tolerance})
+        diffs["process"] = float("inf")
+    worst = max(diffs.values())
+    ok = worst <= tolerance
+    metrics = {"reload_max_abs_diff": worst}
+    if len(diffs) > 1:
+        metrics.update({f"reload_max_abs_diff.{name}": d for name, d in diffs.items()})
+    run.log_metrics(metrics, step=0)
+    run.set_tags(
+        {
+            "reload_ok": str(ok).lower(),
+            "reload_tolerance": tolerance,
+            "reload_formats": ",".join(sorted(diffs)),
+        }
+    )
     return ok
 
 
@@ -73,21 +87,65 @@ def export_keras(run: Run, model: Any, probe: np.ndarray, compute_dtype: str) ->
         return verify(run, folder, "keras", expected, TOLERANCE.get(compute_dtype, 1e-5))
 
 
-def _reload_keras(folder: Path) -> np.ndarray:
+def export_torch(run: Run, model: Any, probe: Any, compute_dtype: str) -> bool:
+    """TorchScript (traced) and a ``torch.export`` program, logged under ``model/``, verified.
+
+    Tracing, not scripting: torchvision's and transformers' models trace cleanly, while
+    scripting fails on many of them. ``torch.jit`` is deprecated from torch 2.15 in favour of
+    ``torch.export``; the TorchScript file stays while deployment targets still load it.
+    """
+    import warnings
+
+    import torch
+
+    model.eval()
+    parameter = next(model.parameters())
+    probe = probe.to(parameter.device, parameter.dtype)
+    with tempfile.TemporaryDirectory(prefix="mltrack-export-") as tmp, torch.no_grad():
+        folder = Path(tmp)
+        expected = model(probe).float().cpu().numpy()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated")
+            traced = torch.jit.trace(model, probe, check_trace=False)
+        traced.save(str(folder / "model.torchscript.pt"))
+        torch.export.save(torch.export.export(model, (probe,)), str(folder / "model.pt2"))
+        (folder / "summary.txt").write_text(f"{model}\n")
+        for name in ("model.torchscript.pt", "model.pt2", "summary.txt"):
+            run.log_artifact(folder / name, "model")
+        torch.save(probe.cpu(), folder / "probe.pt")
+        (folder / "device.txt").write_text(str(parameter.device))
+        return verify(run, folder, "torch", expected, TOLERANCE.get(compute_dtype, 1e-5))
+
+
+def _reload_keras(folder: Path) -> dict[str, np.ndarray]:
     import keras
 
     model = keras.models.model_from_json((folder / "model.json").read_text())
     model.load_weights(folder / "model.weights.h5")
-    return np.asarray(model.predict(np.load(folder / "probe.npy"), verbose=0))
+    return {"keras": np.asarray(model.predict(np.load(folder / "probe.npy"), verbose=0))}
 
 
-RELOADERS = {"keras": _reload_keras}
+def _reload_torch(folder: Path) -> dict[str, np.ndarray]:
+    import torch
+
+    device = torch.device((folder / "device.txt").read_text())
+    probe = torch.load(folder / "probe.pt").to(device)
+    scripted = torch.jit.load(str(folder / "model.torchscript.pt"), map_location=device)
+    program = torch.export.load(str(folder / "model.pt2")).module()
+    with torch.no_grad():
+        return {
+            "torchscript": scripted(probe).float().cpu().numpy(),
+            "export": program(probe).float().cpu().numpy(),
+        }
+
+
+RELOADERS = {"keras": _reload_keras, "torch": _reload_torch}
 
 
 def main(argv: list[str] | None = None) -> int:
     kind, folder = (argv if argv is not None else sys.argv[1:])[:2]
-    out = RELOADERS[kind](Path(folder))
-    np.save(Path(folder) / "reloaded.npy", out)
+    for name, output in RELOADERS[kind](Path(folder)).items():
+        np.save(Path(folder) / f"reloaded.{name}.npy", output)
     return 0
 
 

@@ -1,0 +1,278 @@
+"""A PyTorch training loop any ``nn.Module`` can use, tracked like the Keras runs.
+
+What it does that a notebook loop usually gets wrong:
+
+- **Precision** from the shared vocabulary: ``fp64``/``fp32``/``fp16``/``bf16`` cast the model
+  and inputs; ``mixed_bf16`` runs the forward pass under ``torch.autocast(bfloat16)``;
+  ``mixed_fp16`` adds a ``GradScaler`` and needs CUDA: on a CPU it falls back to
+  ``mixed_bf16``, says so on stderr and tags ``precision_fallback``.
+- **Gradient accumulation** that equals the big batch: every micro-batch loss is weighted by
+  its share of the samples in its accumulation window, so k micro-batches of b give the same
+  update as one batch of k·b, including a short last micro-batch and a last partial window.
+- **Honest timing**: data-wait (blocked on the loader) apart from compute; on CUDA the clock
+  is read after ``torch.cuda.synchronize()``; peak GPU memory per epoch.
+- **Divergence**: a NaN/Inf loss stops training as ``diverged`` with the micro-step, checked
+  once per optimizer step (one host sync per window, not per micro-batch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+
+from mltrack.ledger import Ledger
+from mltrack.metrics import multiclass_scores
+from mltrack.run import Run
+
+CAST = {"fp64": torch.float64, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+AUTOCAST = {"mixed_bf16": torch.bfloat16, "mixed_fp16": torch.float16}
+
+
+class ImageInput(nn.Module):
+    """uint8 NCHW images to normalised floats in the model's dtype, resized if needed.
+
+    Part of the model, so exported models take raw images and loaders move uint8 (4× less
+    than float32 across the bus).
+    """
+
+    def __init__(
+        self, mean: tuple[float, ...], std: tuple[float, ...], input_size: int, model_size: int
+    ) -> None:
+        super().__init__()
+        # Decided here, not from x.shape in forward(), so tracing sees no data-dependent branch.
+        self.resize_to = model_size if model_size != input_size else 0
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.to(self.mean.dtype) / 255 - self.mean) / self.std
+        if self.resize_to:
+            x = functional.interpolate(x, size=(self.resize_to, self.resize_to), mode="bilinear")
+        return x
+
+
+class Logits(nn.Module):
+    """transformers models return an output object; traced and exported models need a tensor."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=x).logits
+
+
+@dataclass(frozen=True)
+class Settings:
+    precision: str = "fp32"
+    accumulation_steps: int = 1
+    pin_memory: bool = False
+    non_blocking: bool = False
+    num_workers: int = 0
+    channels_last: bool = False
+    device: str = "auto"
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+def torch_precision(precision: str, device: torch.device) -> tuple[str, str]:
+    """The precision this device runs, and why it differs from the request (or "")."""
+    if precision == "mixed_fp16" and device.type != "cuda":
+        return "mixed_bf16", (
+            "mixed_fp16 needs CUDA for fp16 autocast with GradScaler; "
+            f"ran mixed_bf16 on {device.type} instead"
+        )
+    return precision, ""
+
+
+def window_weights(batch_sizes: list[int], accumulation_steps: int) -> list[float]:
+    """Each micro-batch's weight: its samples / the samples in its accumulation window.
+
+    With a mean-reduced loss, summing ``weight * loss`` over a window gives exactly the mean
+    loss over all the window's samples, the same as one batch of them.
+    """
+    weights = []
+    for start in range(0, len(batch_sizes), accumulation_steps):
+        window = batch_sizes[start : start + accumulation_steps]
+        weights += [n / sum(window) for n in window]
+    return weights
+
+
+def loader_batch_sizes(loader: Any) -> list[int]:
+    n, b = len(loader.dataset), loader.batch_size
+    full, rest = divmod(n, b)
+    return [b] * full + ([] if loader.drop_last or rest == 0 else [rest])
+
+
+@contextlib.contextmanager
+def _autocast(precision: str, device: torch.device) -> Iterator[None]:
+    if precision in AUTOCAST:
+        with torch.autocast(device.type, dtype=AUTOCAST[precision]):
+            yield
+    else:
+        yield
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _gpu_peak(device: torch.device) -> Callable[[], float | None] | None:
+    if device.type != "cuda":
+        return None
+
+    def peak() -> float:
+        value = torch.cuda.max_memory_allocated(device) / 2**20
+        torch.cuda.reset_peak_memory_stats(device)
+        return value
+
+    return peak
+
+
+def prepare(model: nn.Module, settings: Settings, precision: str) -> nn.Module:
+    device = settings.resolved_device()
+    model = model.to(device)
+    if precision in CAST:
+        model = model.to(CAST[precision])
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _to_device(
+    x: torch.Tensor, device: torch.device, settings: Settings, dtype: Any
+) -> torch.Tensor:
+    x = x.to(device, non_blocking=settings.non_blocking)
+    if x.is_floating_point() and dtype is not None:
+        x = x.to(dtype)
+    if settings.channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Any,
+    loss_fn: Callable[..., torch.Tensor],
+    settings: Settings,
+    precision: str,
+) -> dict[str, float]:
+    device = settings.resolved_device()
+    model.eval()
+    losses, predictions, labels = [], [], []
+    for x, y in loader:
+        x = _to_device(x, device, settings, CAST.get(precision))
+        y = y.to(device, non_blocking=settings.non_blocking)
+        with _autocast(precision, device):
+            out = model(x)
+        losses.append(float(loss_fn(out.float(), y)) * len(y))
+        predictions.append(out.argmax(1).cpu().numpy())
+        labels.append(y.cpu().numpy())
+    scores = multiclass_scores(np.concatenate(labels), np.concatenate(predictions))
+    scores["loss"] = sum(losses) / sum(len(batch) for batch in labels)
+    return scores
+
+
+def fit(
+    run: Run,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_loader: Any,
+    test_loader: Any,
+    *,
+    epochs: int,
+    settings: Settings,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+) -> tuple[nn.Module, dict[str, float]]:
+    """Train ``model`` (already ``prepare``-d) and log each epoch; returns it and the summary."""
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    device = settings.resolved_device()
+    precision, fallback = torch_precision(settings.precision, device)
+    if fallback:
+        print(f"mltrack: {fallback}", file=sys.stderr)
+        run.set_tags({"precision_fallback": fallback})
+    run.set_tags({"torch.precision_run": precision, "torch.device": str(device)})
+    scaler = torch.amp.GradScaler(device.type) if precision == "mixed_fp16" else None
+    weights = window_weights(loader_batch_sizes(train_loader), settings.accumulation_steps)
+    ledger = Ledger(gpu_peak_mb=_gpu_peak(device))
+    ledger.begin()
+    micro_step = optimizer_steps = 0
+    for epoch in range(epochs):
+        model.train()
+        ledger.start_epoch()
+        data_wait = loss_sum = 0.0
+        samples = skipped = 0
+        window_loss = torch.zeros((), device=device)
+        optimizer.zero_grad(set_to_none=True)
+        waited = time.perf_counter()
+        for i, (x, y) in enumerate(train_loader):
+            data_wait += time.perf_counter() - waited
+            x = _to_device(x, device, settings, CAST.get(precision))
+            y = y.to(device, non_blocking=settings.non_blocking)
+            with _autocast(precision, device):
+                loss = loss_fn(model(x), y)
+            weighted = loss.float() * weights[i]
+            (scaler.scale(weighted) if scaler else weighted).backward()
+            window_loss += loss.detach().float() * len(y)
+            samples += len(y)
+            micro_step += 1
+            window_end = (i + 1) % settings.accumulation_steps == 0 or i + 1 == len(weights)
+            if window_end:
+                total = float(window_loss)  # one host sync per optimizer step
+                if not math.isfinite(total):
+                    run.mark_diverged(epoch, micro_step - 1, total)
+                    break
+                loss_sum += total
+                window_loss.zero_()
+                if scaler:
+                    scale = scaler.get_scale()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    skipped += int(scaler.get_scale() < scale)  # a lowered scale: inf grads
+                else:
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                optimizer_steps += 1
+            waited = time.perf_counter()
+        _sync(device)
+        record = ledger.end_epoch(samples)
+        record["data_wait_s"] = data_wait
+        record["compute_s"] = record["epoch_wall_s"] - data_wait
+        record["micro_steps"] = float(micro_step)
+        record["optimizer_steps"] = float(optimizer_steps)
+        if scaler:
+            record["loss_scale"] = float(scaler.get_scale())
+            record["skipped_steps"] = float(skipped)
+        if run.outcome == "diverged":
+            run.end_epoch(epoch, {**record, "loss": float("nan")})
+            break
+        record["loss"] = loss_sum / max(samples, 1)
+        scores = evaluate(model, test_loader, loss_fn, settings, precision)
+        record.update({f"val_{k}": v for k, v in scores.items()})
+        run.end_epoch(epoch, record)
+        print(
+            f"epoch {epoch + 1}/{epochs} - {record['epoch_wall_s']:.1f}s "
+            f"(data wait {data_wait:.1f}s) - loss {record['loss']:.4f} - val_loss "
+            f"{scores['loss']:.4f} - val_accuracy {scores['accuracy']:.4f} - val_f1_macro "
+            f"{scores['f1_macro']:.4f}",
+            flush=True,
+        )
+    ledger.end()
+    summary = ledger.summary()
+    run.log_metrics(summary, step=0)
+    return model, summary

@@ -1,0 +1,83 @@
+"""Seed 004 offline: tuned and untuned ResNet50, ViT from a config and from save_pretrained."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import all_runs
+
+SMALL = ["--dataset", "synthetic", "--synthetic-size", "64", "--batch-size", "16", "--epochs", "1"]
+
+
+@pytest.mark.parametrize("tuned", [False, True])
+def test_resnet50_tuned_and_untuned(run_module, client, tuned):
+    args = [*SMALL, "--model", "resnet50"] + (["--tuned"] if tuned else ["--precision", "fp32"])
+    result = run_module("experiments.cifar_torch", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = all_runs(client)
+    assert run.info.status == "FINISHED"
+    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+    if tuned:
+        assert params["precision"] == "mixed_fp16" and params["accumulation_steps"] == "4"
+        assert params["pin_memory"] == "True" and params["effective_batch_size"] == "64"
+        assert tags["torch.precision_run"] == "mixed_bf16" and "precision_fallback" in tags
+        assert "mixed_fp16 needs CUDA" in result.stderr
+    else:
+        assert params["precision"] == "fp32" and params["effective_batch_size"] == "16"
+    for key in ("test_f1_macro", "test_accuracy", "total_wall_s", "total_cpu_s"):
+        assert key in metrics, key
+    for key in ("val_f1_macro", "data_wait_s", "compute_s", "optimizer_steps", "epoch_wall_s"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 1, key
+    assert tags["reload_ok"] == "true" and tags["reload_formats"] == "export,torchscript"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert {"model/model.torchscript.pt", "model/model.pt2"} <= artifacts
+    assert "epoch 1/1" in result.stdout  # progress is visible
+
+
+def test_vit_from_a_small_config_trains_and_exports_offline(run_module, client):
+    result = run_module("experiments.cifar_torch", *SMALL, "--model", "vit")
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = all_runs(client)
+    assert run.info.status == "FINISHED" and run.data.tags["reload_ok"] == "true"
+
+
+def test_vit_pretrained_from_a_local_save_pretrained_dir(run_module, client, tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    local = tmp_path / "tiny-vit"
+    ViTForImageClassification(
+        ViTConfig(
+            image_size=16,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_labels=3,
+        )
+    ).save_pretrained(local)
+    result = run_module(
+        "experiments.cifar_torch", *SMALL, "--model", "vit", "--pretrained", str(local)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = all_runs(client)
+    assert run.data.params["pretrained"] == str(local)
+    # 32×32 CIFAR images resized to the checkpoint's 16×16 inside the model; 3 → 10 labels.
+    assert run.info.status == "FINISHED" and run.data.tags["reload_ok"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--model", "vgg16"],
+            "--model: got 'vgg16', expected one of resnet50, efficientnet_b0, vit",
+        ),
+        (["--num-workers", "-1"], "--num-workers: got -1, expected an integer >= 0"),
+        (["--dataset", "cifar100", "--data-dir", "."], "--data-dir: cifar100 not found in ."),
+    ],
+)
+def test_bad_input_exits_2_without_a_run(run_module, tmp_path, args, message):
+    result = run_module("experiments.cifar_torch", *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()

@@ -1,0 +1,158 @@
+"""The PyTorch loop: accumulation equals the big batch, precisions, divergence, real store."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from mltrack import torch as mt
+from mltrack.run import start_run
+from tests.conftest import all_runs
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def dataset(n: int = 10) -> TensorDataset:
+    g = torch.Generator().manual_seed(1)
+    return TensorDataset(torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g))
+
+
+def test_window_weights_cover_short_batches_and_partial_windows():
+    # 10 samples, micro-batch 3, k=2: micro-batches [3, 3, 3, 1], windows [3, 3] and [3, 1].
+    assert mt.window_weights([3, 3, 3, 1], 2) == [0.5, 0.5, 0.75, 0.25]
+    assert mt.window_weights([4, 4, 4], 2) == [0.5, 0.5, 1.0]
+
+
+@pytest.mark.parametrize(("batch", "k"), [(3, 2), (2, 4), (5, 1)])
+def test_k_micro_batches_give_the_update_of_one_batch_of_k_times_b(store, batch, k):
+    """Tolerance 1e-6 (fp32 sums in a different order); covers the last partial window."""
+    data = dataset(10)
+    accumulated, reference = mlp(), mlp()
+    opt = torch.optim.SGD(accumulated.parameters(), lr=0.5)
+    loader = DataLoader(data, batch_size=batch, shuffle=False)
+    with start_run("acc", tracking_uri=store) as run:
+        mt.fit(
+            run,
+            accumulated,
+            opt,
+            loader,
+            loader,
+            epochs=1,
+            settings=mt.Settings(accumulation_steps=k),
+        )
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.5)
+    for start in range(0, 10, batch * k):  # one optimizer step per window of k·b samples
+        x, y = (
+            data.tensors[0][start : start + batch * k],
+            data.tensors[1][start : start + batch * k],
+        )
+        ref_opt.zero_grad()
+        nn.functional.cross_entropy(reference(x), y).backward()
+        ref_opt.step()
+    for a, b in zip(accumulated.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_steps_and_effective_batch_are_logged(store, client):
+    loader = DataLoader(dataset(10), batch_size=3)
+    model = mlp()
+    with start_run("acc", tracking_uri=store) as run:
+        mt.fit(
+            run,
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            loader,
+            loader,
+            epochs=2,
+            settings=mt.Settings(accumulation_steps=2),
+        )
+    [r] = all_runs(client, "acc")
+    history = {
+        k: [m.value for m in client.get_metric_history(r.info.run_id, k)]
+        for k in ("micro_steps", "optimizer_steps", "data_wait_s", "val_f1_macro")
+    }
+    assert history["micro_steps"] == [4, 8] and history["optimizer_steps"] == [2, 4]
+    assert len(history["data_wait_s"]) == len(history["val_f1_macro"]) == 2
+
+
+def test_bf16_autocast_runs_on_this_cpu(store, client):
+    loader = DataLoader(dataset(32), batch_size=8)
+    model = mlp()
+    with start_run("p", tracking_uri=store) as run:
+        mt.fit(
+            run,
+            model,
+            torch.optim.Adam(model.parameters()),
+            loader,
+            loader,
+            epochs=1,
+            settings=mt.Settings(precision="mixed_bf16", device="cpu"),
+        )
+    [r] = all_runs(client, "p")
+    assert r.data.tags["torch.precision_run"] == "mixed_bf16"
+    assert next(model.parameters()).dtype == torch.float32  # variables stay fp32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.randn(2, 6)).dtype == torch.bfloat16
+
+
+def test_mixed_fp16_on_cpu_falls_back_and_says_so(store, client, capsys):
+    loader = DataLoader(dataset(8), batch_size=4)
+    model = mlp()
+    with start_run("p", tracking_uri=store) as run:
+        mt.fit(
+            run,
+            model,
+            torch.optim.Adam(model.parameters()),
+            loader,
+            loader,
+            epochs=1,
+            settings=mt.Settings(precision="mixed_fp16", device="cpu"),
+        )
+    [r] = all_runs(client, "p")
+    assert r.data.tags["torch.precision_run"] == "mixed_bf16"
+    assert "needs CUDA" in r.data.tags["precision_fallback"]
+    assert "mixed_fp16 needs CUDA" in capsys.readouterr().err
+
+
+def test_pure_bf16_casts_the_model():
+    model = mt.prepare(mlp(), mt.Settings(device="cpu"), "bf16")
+    assert next(model.parameters()).dtype == torch.bfloat16
+
+
+def test_nan_loss_is_diverged_with_the_micro_step(store, client):
+    data = dataset(12)
+    data.tensors[0][7] = float("nan")  # micro-batch 3 (batch 2) holds it
+    loader = DataLoader(data, batch_size=2)
+    model = mlp()
+    before = copy.deepcopy(model.state_dict())
+    with start_run("d", tracking_uri=store) as run:
+        mt.fit(
+            run,
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            loader,
+            loader,
+            epochs=3,
+            settings=mt.Settings(accumulation_steps=2),
+        )
+    [r] = all_runs(client, "d")
+    assert (r.info.status, r.data.tags["outcome"]) == ("FINISHED", "diverged")
+    assert r.data.tags["diverged_step"] == "3" and r.data.tags["diverged_epoch"] == "0"
+    assert len(client.get_metric_history(r.info.run_id, "loss")) == 1
+    # The first window (micro-batches 0-1) stepped; the poisoned window did not.
+    assert not torch.equal(before["0.weight"], model.state_dict()["0.weight"])
+    assert torch.isfinite(model.state_dict()["0.weight"]).all()
+
+
+def test_image_input_normalises_uint8_in_the_model_dtype():
+    layer = mt.ImageInput((0.5,), (0.25,), input_size=4, model_size=8).to(torch.bfloat16)
+    out = layer(torch.full((1, 1, 4, 4), 255, dtype=torch.uint8))
+    assert out.dtype == torch.bfloat16 and out.shape == (1, 1, 8, 8)
+    assert float(out.float().mean()) == pytest.approx(2.0)
