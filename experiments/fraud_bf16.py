@@ -13,7 +13,7 @@ Model #2 uses ``mixed_bf16``: bf16 compute, fp32 variables, float32 sigmoid.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,18 +26,14 @@ from mltrack.errors import bad_value
 from mltrack.experiment import Experiment, RunResult
 from mltrack.metrics import binary_scores
 from mltrack.precision import COMPUTE_DTYPE, output_dtype
-from mltrack.report import Row, delta_table, fraction, number, seconds
+from mltrack.report import PRECISION_ROWS, Row, delta_table, groups_of, number
 from mltrack.run import Run
 
 IMBALANCE = ("class_weight", "undersample", "none")
 PROBE_SIZE = 64
+# The seed's rows, then the scores that matter for a rare positive class.
 INFERENCES = [
-    Row("User CPU time", "total_user_cpu_s", seconds),
-    Row("System CPU time", "total_system_cpu_s", seconds),
-    Row("Total CPU time", "total_cpu_s", seconds),
-    Row("Wall time", "total_wall_s", seconds),
-    Row("Accuracy", "test_accuracy", fraction),
-    Row("Validation loss", "val_loss", number),
+    *PRECISION_ROWS,
     Row("Precision", "test_precision", number),
     Row("Recall", "test_recall", number),
     Row("F1", "test_f1", number),
@@ -141,14 +137,11 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
 
 
 def inferences(results: Sequence[RunResult]) -> str:
-    """The seed's Inferences table, Model #1 (first precision) as the baseline."""
-    groups: dict[str, list[Mapping[str, float]]] = {}
-    for r in results:
-        if r.outcome == "completed":
-            groups.setdefault(r.precision, []).append(r.metrics)
-    if not groups:
+    """The seed's Inferences table, Model #1 (the first precision) as the baseline."""
+    groups = groups_of([r.as_result() for r in results])
+    if not any(groups.values()):
         return "no completed runs"
-    return delta_table(groups, INFERENCES, baseline=results[0].precision)
+    return str(delta_table(groups, INFERENCES, baseline=results[0].precision))
 
 
 EXPERIMENT = Experiment(

@@ -6,7 +6,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
 
+from mltrack.errors import UsageError
 from mltrack.run import resolve_tracking_uri
 
 
@@ -30,9 +33,52 @@ def _ui(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover - execv does not return
 
 
+def _compare(args: argparse.Namespace) -> int:
+    """Regenerate the seeds' comparisons from the store."""
+    from mlflow import MlflowClient
+
+    from mltrack import compare
+
+    client = MlflowClient(tracking_uri=resolve_tracking_uri(args.tracking_uri))
+    selection = compare.select(
+        client,
+        experiment=args.experiment,
+        filter_string=args.filter,
+        run_ids=[r for r in args.runs.split(",") if r] if args.runs else (),
+        group_by=args.group_by,
+    )
+    prices = compare.read_prices(args.prices) if args.prices else None
+    report = compare.build(
+        client, selection, baseline=args.baseline, cpu_baseline=args.cpu_baseline, prices=prices
+    )
+    if args.format == "terminal":
+        print(report.markdown())
+    elif args.format == "csv":
+        print(report.csv, end="")
+    elif args.format == "html":
+        print(report.html())
+    else:
+        print(report.markdown())
+    if args.output:
+        written = report.write(Path(args.output))
+        print(f"wrote {', '.join(p.name for p in written)} to {args.output}", file=sys.stderr)
+    if args.log:
+        experiment_id = selection.runs[0].info.experiment_id
+        run_id = compare.log_report(client, report, experiment_id, selection.key)
+        print(f"logged as run {run_id} (tag mltrack.role=report)", file=sys.stderr)
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """One-line errors with exit code 2, like the experiments."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mltrack", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="mltrack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     ui = sub.add_parser("ui", help="serve the MLflow UI for the tracking store")
     ui.add_argument(
         "--tracking-uri",
@@ -42,12 +88,36 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=_ui)
+
+    cmp = sub.add_parser("compare", help="tables, leaderboard and curves from runs")
+    cmp.add_argument("--experiment", default="", help="one experiment (default: all)")
+    cmp.add_argument("--filter", default="", help="MLflow filter, e.g. \"params.epochs = '5'\"")
+    cmp.add_argument("--runs", default="", help="comma-separated run ids")
+    cmp.add_argument(
+        "--group-by",
+        default="precision",
+        help="a param or tag (precision, model, accumulation_steps, hw.label, ...)",
+    )
+    cmp.add_argument("--baseline", default="", help="the group the deltas are taken against")
+    cmp.add_argument("--cpu-baseline", default="", help="hw.label the speed-up is over")
+    cmp.add_argument("--prices", default="", help="CSV hardware,price_per_hour for costs")
+    cmp.add_argument(
+        "--format", choices=("terminal", "markdown", "html", "csv"), default="terminal"
+    )
+    cmp.add_argument("--output", default="", help="also write report.md/.html, runs.csv, PNGs")
+    cmp.add_argument("--log", action="store_true", help="store the report as a run's artifacts")
+    cmp.add_argument("--tracking-uri", default=None)
+    cmp.set_defaults(handler=_compare)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.handler(args))
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.handler(args))
+    except UsageError as exc:
+        print(f"mltrack: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

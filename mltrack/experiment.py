@@ -19,7 +19,7 @@ from mltrack.config import ExperimentConfig, parse_config
 from mltrack.environment import detect_hardware
 from mltrack.errors import Terminated, UsageError
 from mltrack.precision import Resolved, resolve
-from mltrack.report import results_table
+from mltrack.report import Result, results_table
 from mltrack.run import Run, resolve_tracking_uri, sigterm_as_exception, start_run
 
 C = TypeVar("C", bound=ExperimentConfig)
@@ -38,6 +38,9 @@ class RunResult:
     outcome: str
     metrics: dict[str, float] = field(default_factory=dict)
 
+    def as_result(self) -> Result:
+        return Result(self.precision, self.outcome, self.metrics)
+
 
 @dataclass
 class Experiment(Generic[C, D]):
@@ -47,7 +50,9 @@ class Experiment(Generic[C, D]):
     train: Callable[[C, D, Run], dict[str, float]]
     description: str = ""
     # The table a study's parent run carries (results.md) and the terminal shows.
-    study_report: Callable[[Sequence[RunResult]], str] = results_table
+    study_report: Callable[[Sequence[RunResult]], str] = lambda results: str(
+        results_table([r.as_result() for r in results])
+    )
 
     @property
     def prog(self) -> str:

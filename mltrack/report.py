@@ -1,53 +1,54 @@
-"""Tables of results, shared by experiments' terminal output and the runs' report artifacts."""
+"""Comparison tables: what the seeds printed by hand, computed from runs.
+
+A ``Table`` renders to markdown (terminal, artifacts) and HTML. The rules that keep
+comparisons honest live here: groups of one run say ``(n=1)``; diverged, failed, pruned and
+killed runs are counted in an outcomes column and never averaged in.
+"""
 
 from __future__ import annotations
 
+import html
 import math
 import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 
-class Result(Protocol):
-    precision: str
-    outcome: str
-    metrics: dict[str, float]
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", ""] if self.title else []
+        lines += ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        lines += [""] + [f"_{note}_" for note in self.notes] if self.notes else []
+        return "\n".join(lines)
+
+    def html(self) -> str:
+        cells = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+            for row in self.rows
+        )
+        notes = "".join(f"<p><em>{html.escape(n)}</em></p>" for n in self.notes)
+        title = f"<h3>{html.escape(self.title)}</h3>" if self.title else ""
+        return f"{title}<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>{notes}"
+
+    def __str__(self) -> str:
+        return self.markdown()
 
 
 def mean_spread(values: Sequence[float]) -> str:
-    """``mean ± sample standard deviation`` or the single value marked ``(n=1)``."""
+    """``mean ± sample standard deviation``, or the single value marked ``(n=1)``."""
     if not values:
         return "–"
     if len(values) == 1:
         return f"{values[0]:.4g} (n=1)"
     return f"{statistics.fmean(values):.4g} ± {statistics.stdev(values):.2g}"
-
-
-def markdown(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def results_table(results: Sequence[Result]) -> str:
-    """One row per precision: runs, outcomes, training time and test metrics, mean ± spread.
-
-    Diverged and failed runs are counted in the outcome column and left out of the means.
-    """
-    metrics = ["total_wall_s", "total_cpu_s", "test_accuracy", "test_loss"]
-    precisions = list(dict.fromkeys(r.precision for r in results))
-    rows = []
-    for precision in precisions:
-        group = [r for r in results if r.precision == precision]
-        outcomes = ", ".join(
-            f"{o} {sum(r.outcome == o for r in group)}"
-            for o in dict.fromkeys(r.outcome for r in group)
-        )
-        ok = [r for r in group if r.outcome == "completed"]
-        cells = [mean_spread([r.metrics[m] for r in ok if m in r.metrics]) for m in metrics]
-        rows.append([precision, str(len(group)), outcomes, *cells])
-    return markdown(["precision", "runs", "outcomes", *metrics], rows)
 
 
 def seconds(value: float) -> str:
@@ -75,33 +76,88 @@ class Row:
     fmt: Callable[[float], str] = number
 
 
+@dataclass(frozen=True)
+class Result:
+    """One run as the tables see it."""
+
+    group: str
+    outcome: str
+    metrics: Mapping[str, float]
+
+
 def _mean(values: Sequence[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
 
 
+def groups_of(
+    results: Sequence[Result], completed_only: bool = True
+) -> dict[str, list[Mapping[str, float]]]:
+    """Metrics per group in first-seen order; only completed runs unless told otherwise."""
+    out: dict[str, list[Mapping[str, float]]] = {}
+    for r in results:
+        out.setdefault(r.group, [])
+        if r.outcome == "completed" or not completed_only:
+            out[r.group].append(r.metrics)
+    return out
+
+
+SUMMARY_METRICS = ("total_wall_s", "total_cpu_s", "test_accuracy", "test_loss")
+
+
+def results_table(
+    results: Sequence[Result],
+    key: str = "precision",
+    metrics: Sequence[str] = SUMMARY_METRICS,
+    title: str = "",
+) -> Table:
+    """The seed-002 shape: per group, the runs, their outcomes and mean ± spread."""
+    table = Table(title, [key, "runs", "outcomes", *metrics])
+    for group, completed in groups_of(results).items():
+        members = [r for r in results if r.group == group]
+        counts = {
+            o: sum(r.outcome == o for r in members)
+            for o in dict.fromkeys(r.outcome for r in members)
+        }
+        outcomes = ", ".join(f"{o} {n}" for o, n in counts.items())
+        cells = [mean_spread([m[k] for m in completed if k in m]) for k in metrics]
+        table.rows.append([group, str(len(members)), outcomes, *cells])
+    return table
+
+
 def delta_table(
-    groups: Mapping[str, Sequence[Mapping[str, float]]], rows: Sequence[Row], baseline: str
-) -> str:
+    groups: Mapping[str, Sequence[Mapping[str, float]]],
+    rows: Sequence[Row],
+    baseline: str,
+    title: str = "",
+) -> Table:
     """The seed-000 shape: a row per metric, a column per group, then each group's delta.
 
-    A group's value is the mean over its runs; groups of one run are marked ``(n=1)`` in the
-    header so a single sample is never read as an average.
+    A group's value is the mean over its runs; the header gives each group's run count.
     """
-    names = list(groups)
+    names = [n for n in groups if groups[n]]
     others = [n for n in names if n != baseline]
     header = ["metric", *(f"{n} (n={len(groups[n])})" for n in names)]
     header += [f"Δ {n} − {baseline}" for n in others]
-    body = []
+    table = Table(title, header)
     for row in rows:
         means = {n: _mean([m[row.metric] for m in groups[n] if row.metric in m]) for n in names}
         cells = [row.fmt(means[n]) for n in names]
         for n in others:
-            delta = means[n] - means[baseline]
+            delta = means[n] - means.get(baseline, float("nan"))
+            if not math.isfinite(delta):
+                cells.append("–")
+                continue
             ratio = f" ({means[n] / means[baseline] - 1:+.1%})" if means[baseline] else ""
-            cells.append(
-                ("+" if delta >= 0 else "") + row.fmt(delta) + ratio
-                if math.isfinite(delta)
-                else "–"
-            )
-        body.append([row.label, *cells])
-    return markdown(header, body)
+            cells.append(("+" if delta >= 0 else "") + row.fmt(delta) + ratio)
+        table.rows.append([row.label, *cells])
+    return table
+
+
+PRECISION_ROWS = (
+    Row("User CPU time", "total_user_cpu_s", seconds),
+    Row("System CPU time", "total_system_cpu_s", seconds),
+    Row("Total CPU time", "total_cpu_s", seconds),
+    Row("Wall time", "total_wall_s", seconds),
+    Row("Accuracy", "test_accuracy", fraction),
+    Row("Validation loss", "val_loss", number),
+)

@@ -174,12 +174,21 @@ class Run:
         self.client.set_terminated(self.run_id, status=status)
 
 
+# MLflow 3's UI opens an experiment in its GenAI (traces) view unless this tag says it is model
+# training; ours always are, so the UI lands on the runs table.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def _get_or_create_experiment(client: Any, name: str, uri: str) -> str:
     existing = client.get_experiment_by_name(name)
     if existing is not None:
+        if "mlflow.experimentKind" not in existing.tags:
+            client.set_experiment_tag(existing.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
         return str(existing.experiment_id)
     try:
-        return str(client.create_experiment(name, default_artifact_location(uri)))
+        return str(
+            client.create_experiment(name, default_artifact_location(uri), tags=EXPERIMENT_KIND)
+        )
     except Exception:  # another worker created it between our two calls
         existing = client.get_experiment_by_name(name)
         if existing is None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
+from mltrack import cli
 from tests.conftest import all_runs
 
 
-def test_digits_study_fp32_fp16_mixed_bf16(run_module, client):
+def test_digits_study_fp32_fp16_mixed_bf16(run_module, client, store, capsys):
     result = run_module(
         "experiments.fashion_mnist_precision",
         "--dataset",
@@ -47,3 +49,19 @@ def test_digits_study_fp32_fp16_mixed_bf16(run_module, client):
     fp32_row = next(line for line in table.splitlines() if line.startswith("| fp32 |"))
     assert fp32_row.count("±") == 4  # mean ± spread of time, CPU, accuracy and loss
     assert table in result.stdout
+
+    # mltrack compare regenerates the seed-002 table from the store alone.
+    assert (
+        cli.main(["compare", "--experiment", "fashion_mnist_precision", "--tracking-uri", store])
+        == 0
+    )
+    out = capsys.readouterr().out
+    accuracy = [r.data.metrics["test_accuracy"] for r in by_precision["fp32"]]
+    wall = [r.data.metrics["total_wall_s"] for r in by_precision["fp32"]]
+    expected = (
+        f"| fp32 | 2 | completed 2 | {statistics.fmean(wall):.4g} ± {statistics.stdev(wall):.2g} |"
+    )
+    assert expected in out
+    assert f"{statistics.fmean(accuracy):.4g} ± {statistics.stdev(accuracy):.2g}" in out
+    assert "| fp16 | 2 | diverged 2 | – |" in out
+    assert "| 1 | " in out and "| 1.00× |" in out  # the one machine leads its leaderboard

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mltrack import cli
 from mltrack.data import paysim
+from mltrack.report import seconds
 from tests.conftest import all_runs
 
 
-def test_simulated_fp32_vs_bf16_with_inferences_table(run_module, client):
+def test_simulated_fp32_vs_bf16_with_inferences_table(run_module, client, store, capsys):
     result = run_module(
         "experiments.fraud_bf16",
         "--dataset",
@@ -53,6 +55,19 @@ def test_simulated_fp32_vs_bf16_with_inferences_table(run_module, client):
     wall = {p: r.data.metrics["total_wall_s"] for p, r in children.items()}
     delta = wall["mixed_bf16"] - wall["fp32"]
     assert f"({wall['mixed_bf16'] / wall['fp32'] - 1:+.1%})" in table, (delta, table)
+
+    # mltrack compare regenerates the seed-000 rows from the store alone, same numbers.
+    assert (
+        cli.main(
+            ["compare", "--experiment", "fraud_bf16", "--baseline", "fp32", "--tracking-uri", store]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    user = {p: r.data.metrics["total_user_cpu_s"] for p, r in children.items()}
+    assert f"| User CPU time | {seconds(user['fp32'])} | {seconds(user['mixed_bf16'])} |" in out
+    for row in table.splitlines()[2:8]:  # the seed's six rows, identical in both
+        assert row in out, row
 
 
 def test_bad_csv_exits_2_before_any_run(run_module, tmp_path):

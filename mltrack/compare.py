@@ -1,0 +1,327 @@
+"""``mltrack compare``: the seeds' comparison tables, curves and leaderboard from MLflow runs.
+
+Runs are selected by experiment, MLflow filter string or run ids (default: every experiment),
+grouped by any param or tag, and rendered as: the seed-000 precision table (a column per group,
+deltas against a baseline), the seed-002 table (mean ± spread over repeats), the seed-001
+hardware leaderboard (speed-up over a CPU), learning curves and a time-vs-accuracy scatter.
+A study's parent run and earlier report runs are never counted as runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mltrack.errors import UsageError, bad_value
+from mltrack.report import (
+    PRECISION_ROWS,
+    Result,
+    Table,
+    delta_table,
+    groups_of,
+    results_table,
+    seconds,
+)
+
+SKIPPED_ROLES = ("study", "report")
+CURVE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
+
+
+@dataclass
+class Selection:
+    """The runs a comparison is over, each with its group value."""
+
+    key: str
+    runs: list[Any]  # mlflow.entities.Run
+    groups: list[str]
+    experiments: dict[str, str] = field(default_factory=dict)  # id -> name
+
+    @property
+    def results(self) -> list[Result]:
+        return [
+            Result(g, r.data.tags.get("outcome", r.info.status.lower()), dict(r.data.metrics))
+            for r, g in zip(self.runs, self.groups, strict=True)
+        ]
+
+
+def _value(run: Any, key: str) -> str | None:
+    if key.startswith("params."):
+        return run.data.params.get(key[7:])
+    if key.startswith("tags."):
+        return run.data.tags.get(key[5:])
+    value = run.data.params.get(key)
+    return value if value is not None else run.data.tags.get(key)
+
+
+def select(
+    client: Any,
+    *,
+    experiment: str = "",
+    filter_string: str = "",
+    run_ids: Sequence[str] = (),
+    group_by: str = "precision",
+) -> Selection:
+    """Find the runs; ``UsageError`` names the flag when the selection is empty or bad."""
+    if experiment:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            known = sorted(e.name for e in client.search_experiments())
+            raise bad_value("--experiment", experiment, f"one of {', '.join(known) or '(none)'}")
+        experiments = [found]
+    else:
+        experiments = list(client.search_experiments())
+    names = {e.experiment_id: e.name for e in experiments}
+    if run_ids:
+        runs = []
+        for run_id in run_ids:
+            try:
+                runs.append(client.get_run(run_id))
+            except Exception as exc:
+                raise bad_value("--runs", run_id, "the id of a run in this store") from exc
+    elif names:
+        try:
+            runs = list(
+                client.search_runs(list(names), filter_string=filter_string, max_results=50_000)
+            )
+        except Exception as exc:
+            message = str(exc).splitlines()[0]
+            raise bad_value("--filter", filter_string, f"an MLflow filter ({message})") from exc
+    else:
+        runs = []
+    runs = [r for r in runs if r.data.tags.get("mltrack.role") not in SKIPPED_ROLES]
+    runs.sort(key=lambda r: r.info.start_time)
+    if not runs:
+        what = (
+            f"--filter {filter_string!r}"
+            if filter_string
+            else (f"--experiment {experiment!r}" if experiment else "the store")
+        )
+        raise UsageError(f"{what}: matched no runs")
+    groups = [_value(r, group_by) for r in runs]
+    if all(g is None for g in groups):
+        keys = sorted(
+            {k for r in runs for k in r.data.params}
+            | {k for r in runs for k in r.data.tags if not k.startswith("mlflow.")}
+        )
+        raise bad_value(
+            "--group-by",
+            group_by,
+            f"a param or tag of the selected runs, e.g. {', '.join(keys[:12])}",
+        )
+    for run in runs:
+        names.setdefault(run.info.experiment_id, run.info.experiment_id)
+    return Selection(group_by, runs, [g if g is not None else "(none)" for g in groups], names)
+
+
+def caveats(selection: Selection) -> list[str]:
+    """What a reader must know before trusting the numbers."""
+    notes = []
+    machines = {r.data.tags.get("hw.label", "?") for r in selection.runs}
+    if len(machines) > 1 and selection.key not in (
+        "hw.label",
+        "tags.hw.label",
+        "hw.fingerprint",
+        "tags.hw.fingerprint",
+    ):
+        notes.append(
+            f"runs from {len(machines)} different machines are mixed: {', '.join(sorted(machines))}"
+        )
+    modules = {r.data.tags.get("mltrack.module", "?") for r in selection.runs}
+    if len(modules) > 1:
+        notes.append(
+            f"runs of {len(modules)} different experiments are mixed: {', '.join(sorted(modules))}"
+        )
+    single = [g for g, ms in groups_of(selection.results).items() if len(ms) == 1]
+    if single:
+        notes.append(f"groups with one completed run (no spread): {', '.join(single)}")
+    excluded = [r for r in selection.results if r.outcome != "completed"]
+    if excluded:
+        notes.append(f"{len(excluded)} run(s) not completed are listed but not averaged in")
+    return notes
+
+
+def precision_table(selection: Selection, baseline: str = "") -> Table:
+    groups = groups_of(selection.results)
+    names = [g for g, ms in groups.items() if ms]
+    if not names:
+        raise UsageError("no completed runs to compare")
+    if baseline and baseline not in groups:
+        raise bad_value("--baseline", baseline, f"one of {', '.join(groups)}")
+    return delta_table(
+        groups,
+        PRECISION_ROWS,
+        baseline or names[0],
+        title=f"Time and accuracy by {selection.key} (seed-000 shape)",
+    )
+
+
+def repeats_table(selection: Selection) -> Table:
+    return results_table(
+        selection.results,
+        selection.key,
+        title=f"Mean ± spread over repeats by {selection.key} (seed-002 shape)",
+    )
+
+
+def leaderboard(
+    selection: Selection, cpu_baseline: str = "", prices: dict[str, float] | None = None
+) -> Table:
+    """The seed-001 shape: one row per machine, fastest first, speed-up over a CPU."""
+    by_machine: dict[str, list[float]] = {}
+    gpu: dict[str, bool] = {}
+    for run in selection.runs:
+        label = run.data.tags.get("hw.label", "unknown")
+        gpu[label] = run.data.tags.get("hw.gpu_count", "0") != "0"
+        if (
+            run.data.tags.get("outcome", "completed") == "completed"
+            and "total_wall_s" in run.data.metrics
+        ):
+            by_machine.setdefault(label, []).append(run.data.metrics["total_wall_s"])
+    if not by_machine:
+        raise UsageError("no completed runs with a total_wall_s to rank")
+    times = {label: statistics.fmean(v) for label, v in by_machine.items()}
+    cpus = [label for label in times if not gpu[label]]
+    if cpu_baseline and cpu_baseline not in times:
+        raise bad_value("--cpu-baseline", cpu_baseline, f"one of {', '.join(times)}")
+    base = cpu_baseline or (max(cpus, key=lambda label: times[label]) if cpus else "")
+    header = ["rank", "hardware", "runs", "time", "speed-up over CPU"]
+    if prices:
+        header.append("cost per run")
+    table = Table("Hardware leaderboard (seed-001 shape)", header)
+    for rank, label in enumerate(sorted(times, key=lambda label: times[label]), 1):
+        speedup = f"{times[base] / times[label]:.2f}×" if base else "– (no CPU run)"
+        row = [str(rank), label, str(len(by_machine[label])), seconds(times[label]), speedup]
+        if prices:
+            price = prices.get(label)
+            row.append(f"{price * times[label] / 3600:.4f}" if price is not None else "–")
+        table.rows.append(row)
+    if base:
+        table.notes.append(f"baseline: {base}")
+    return table
+
+
+def histories(client: Any, selection: Selection, metric: str) -> dict[str, list[list[float]]]:
+    """Per group, each completed run's per-epoch values of ``metric``."""
+    out: dict[str, list[list[float]]] = {}
+    for run, group in zip(selection.runs, selection.groups, strict=True):
+        if run.data.tags.get("outcome", "completed") != "completed":
+            continue
+        points = sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)
+        if points:
+            out.setdefault(group, []).append([m.value for m in points])
+    return out
+
+
+def runs_csv(selection: Selection) -> str:
+    metrics = sorted({k for r in selection.runs for k in r.data.metrics})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(
+        ["run_id", "run_name", "experiment", selection.key, "outcome", "hw.label", *metrics]
+    )
+    for run, result in zip(selection.runs, selection.results, strict=True):
+        writer.writerow(
+            [
+                run.info.run_id,
+                run.info.run_name,
+                selection.experiments.get(run.info.experiment_id, ""),
+                result.group,
+                result.outcome,
+                run.data.tags.get("hw.label", ""),
+                *(run.data.metrics.get(m, "") for m in metrics),
+            ]
+        )
+    return buffer.getvalue()
+
+
+@dataclass
+class Report:
+    tables: list[Table]
+    notes: list[str]
+    csv: str
+    figures: dict[str, Any]  # file name -> matplotlib figure
+
+    def markdown(self) -> str:
+        parts = [t.markdown() for t in self.tables]
+        parts += [f"![{name}]({name})" for name in self.figures]
+        notes = "\n".join(f"- {n}" for n in self.notes)
+        return ("**Caveats**\n\n" + notes + "\n\n" if notes else "") + "\n\n".join(parts) + "\n"
+
+    def html(self) -> str:
+        body = "".join(t.html() for t in self.tables)
+        body += "".join(f'<p><img src="{name}" alt="{name}"></p>' for name in self.figures)
+        notes = "".join(f"<li>{n}</li>" for n in self.notes)
+        return (
+            "<!doctype html><meta charset='utf-8'><title>mltrack comparison</title>"
+            "<style>table{border-collapse:collapse}td,th{border:1px solid #999;"
+            "padding:2px 8px}</style>" + (f"<ul>{notes}</ul>" if notes else "") + body
+        )
+
+    def write(self, folder: Path) -> list[Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        files = {"report.md": self.markdown(), "report.html": self.html(), "runs.csv": self.csv}
+        paths = []
+        for name, text in files.items():
+            (folder / name).write_text(text)
+            paths.append(folder / name)
+        for name, figure in self.figures.items():
+            figure.savefig(folder / name, dpi=100)
+            paths.append(folder / name)
+        return paths
+
+
+def build(
+    client: Any,
+    selection: Selection,
+    *,
+    baseline: str = "",
+    cpu_baseline: str = "",
+    prices: dict[str, float] | None = None,
+) -> Report:
+    from mltrack.plots import group_curves, time_vs_accuracy
+
+    tables = [
+        precision_table(selection, baseline),
+        repeats_table(selection),
+        leaderboard(selection, cpu_baseline, prices),
+    ]
+    curves = {m: histories(client, selection, m) for m in CURVE_METRICS}
+    points = {
+        g: [(m.get("total_wall_s", math.nan), m.get("test_accuracy", math.nan)) for m in ms]
+        for g, ms in groups_of(selection.results).items()
+    }
+    figures = {
+        "learning_curves.png": group_curves(curves, selection.key),
+        "time_vs_accuracy.png": time_vs_accuracy(points, selection.key),
+    }
+    return Report(tables, caveats(selection), runs_csv(selection), figures)
+
+
+def log_report(client: Any, report: Report, experiment_id: str, key: str) -> str:
+    """Store the report as artifacts of a run tagged ``mltrack.role=report``; return its id."""
+    run = client.create_run(
+        experiment_id,
+        run_name=f"compare by {key}",
+        tags={"mltrack.role": "report", "group_by": key},
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in report.write(Path(tmp)):
+            client.log_artifact(run.info.run_id, str(path))
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return str(run.info.run_id)
+
+
+def read_prices(path: str) -> dict[str, float]:
+    """``hardware,price_per_hour`` rows keyed by the ``hw.label`` tag."""
+    try:
+        with open(path, newline="") as handle:
+            return {row["hardware"]: float(row["price_per_hour"]) for row in csv.DictReader(handle)}
+    except (OSError, KeyError, ValueError) as exc:
+        raise bad_value("--prices", path, "a CSV with columns hardware,price_per_hour") from exc

@@ -1,0 +1,134 @@
+"""``mltrack compare`` over a real store: every number checked against the runs themselves."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from mltrack import cli
+from mltrack.run import start_run
+from tests.conftest import all_runs
+
+CPU = {"hw.label": "Xeon (2 cores)", "hw.gpu_count": "0", "hw.fingerprint": "cpu1"}
+GPU = {"hw.label": "RTX 3060 Ti x1", "hw.gpu_count": "1", "hw.fingerprint": "gpu1"}
+
+
+def log_run(store, precision, metrics, outcome="completed", hw=CPU, experiment="study"):
+    with start_run(experiment, params={"precision": precision}, tags=hw, tracking_uri=store) as run:
+        run.log_metrics(metrics, step=0)
+        if outcome == "diverged":
+            run.mark_diverged(0, 5, float("nan"))
+    return run.run_id
+
+
+def m(user, system, wall, acc, val_loss):
+    return {
+        "total_user_cpu_s": user,
+        "total_system_cpu_s": system,
+        "total_cpu_s": user + system,
+        "total_wall_s": wall,
+        "test_accuracy": acc,
+        "val_loss": val_loss,
+        "test_loss": val_loss,
+    }
+
+
+@pytest.fixture
+def store_with_runs(store):
+    log_run(store, "fp32", m(119.0, 3.9, 142.0, 0.9533, 0.4688))
+    log_run(store, "fp32", m(121.0, 4.1, 146.0, 0.9513, 0.4600))
+    log_run(store, "bf16", m(124.0, 4.28, 142.0, 0.9515, 0.1623))
+    log_run(store, "fp16", m(1.0, 1.0, 40.0, 0.10, float("nan")), outcome="diverged")
+    return store
+
+
+def compare(store, capsys, *args):
+    code = cli.main(["compare", "--tracking-uri", store, *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_seed000_table_means_and_deltas(store_with_runs, capsys):
+    code, out, _ = compare(store_with_runs, capsys, "--baseline", "fp32")
+    assert code == 0
+    assert "| metric | fp32 (n=2) | bf16 (n=1) | Δ bf16 − fp32 |" in out
+    assert "| User CPU time | 2m 0s | 2m 4s | +4.00s (+3.3%) |" in out
+    assert "| Wall time | 2m 24s | 2m 22s | -2.00s (-1.4%) |" in out
+    assert "| Accuracy | 95.23% | 95.15% | -0.08% (-0.1%) |" in out
+    assert "fp16 (n=" not in out.split("###")[1]  # diverged runs are not a column
+
+
+def test_seed002_table_mean_spread_and_outcomes(store_with_runs, capsys, client):
+    _, out, _ = compare(store_with_runs, capsys)
+    walls = [
+        r.data.metrics["total_wall_s"]
+        for r in all_runs(client)
+        if r.data.params["precision"] == "fp32"
+    ]
+    expected = f"{statistics.fmean(walls):.4g} ± {statistics.stdev(walls):.2g}"
+    assert f"| fp32 | 2 | completed 2 | {expected} |" in out
+    assert "| fp16 | 1 | diverged 1 | – | – | – | – |" in out
+    assert "| bf16 | 1 | completed 1 | 142 (n=1) |" in out
+    assert "groups with one completed run (no spread): bf16" in out
+    assert "1 run(s) not completed are listed but not averaged in" in out
+
+
+def test_hardware_leaderboard_speedup_and_cost(store, capsys, tmp_path):
+    for wall in (2527.2, 2527.2):  # the seed's CPU: 42.12 minutes
+        log_run(store, "fp32", m(1, 1, wall, 0.9, 0.3), hw=CPU)
+    log_run(store, "fp32", m(1, 1, 151.2, 0.9, 0.3), hw=GPU)  # 2.52 minutes
+    prices = tmp_path / "prices.csv"
+    prices.write_text("hardware,price_per_hour\nRTX 3060 Ti x1,0.50\n")
+    code, out, _ = compare(store, capsys, "--prices", str(prices))
+    assert code == 0
+    assert "| 1 | RTX 3060 Ti x1 | 1 | 2m 31s | 16.71× | 0.0210 |" in out
+    assert "| 2 | Xeon (2 cores) | 2 | 42m 7s | 1.00× | – |" in out
+    assert "runs from 2 different machines are mixed" in out
+
+
+def test_outputs_and_logged_report_run(store_with_runs, capsys, client, tmp_path):
+    code, _, err = compare(store_with_runs, capsys, "--output", str(tmp_path / "r"), "--log")
+    assert code == 0 and "logged as run" in err
+    written = {p.name for p in (tmp_path / "r").iterdir()}
+    assert written == {
+        "report.md",
+        "report.html",
+        "runs.csv",
+        "learning_curves.png",
+        "time_vs_accuracy.png",
+    }
+    assert (tmp_path / "r" / "runs.csv").read_text().count("\n") == 5  # header + 4 runs
+    assert (tmp_path / "r" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+    [report] = [r for r in all_runs(client) if r.data.tags.get("mltrack.role") == "report"]
+    assert {a.path for a in client.list_artifacts(report.info.run_id)} >= {
+        "report.md",
+        "report.html",
+        "learning_curves.png",
+    }
+    # A report run is never counted as a run in the next comparison.
+    _, out, _ = compare(store_with_runs, capsys, "--format", "csv")
+    assert out.count("\n") == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--filter", "params.precision = 'fp8'"],
+            "--filter \"params.precision = 'fp8'\": matched no runs",
+        ),
+        (
+            ["--filter", "params.precision ==== 1"],
+            "--filter: got 'params.precision ==== 1', expected an MLflow filter",
+        ),
+        (["--group-by", "colour"], "--group-by: got 'colour', expected a param or tag"),
+        (["--baseline", "fp8"], "--baseline: got 'fp8', expected one of fp32, bf16, fp16"),
+        (["--experiment", "nope"], "--experiment: got 'nope', expected one of"),
+        (["--format", "pdf"], "argument --format: invalid choice: 'pdf'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(store_with_runs, capsys, args, message):
+    code, out, err = compare(store_with_runs, capsys, *args)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and message in err, err
