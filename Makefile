@@ -32,8 +32,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two pytest processes: TensorFlow and torch cannot be loaded into one (see pyproject.toml).
 test: $(STAMP) system-deps lint
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not torch"
+	$(BIN)/pytest -m torch
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

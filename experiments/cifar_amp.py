@@ -106,7 +106,8 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
         log_every_n_steps=cfg.log_every_n_steps,
     )
     metrics = {**summary, **mk.evaluate(run, model, data.x_test, data.y_test, cfg.batch_size)}
-    export_keras(run, model, data.x_test[:PROBE_SIZE], COMPUTE_DTYPE[cfg.precision])
+    if cfg.export:
+        export_keras(run, model, data.x_test[:PROBE_SIZE], COMPUTE_DTYPE[cfg.precision])
     return metrics
 
 

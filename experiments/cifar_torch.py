@@ -204,7 +204,8 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     test = {f"test_{k}": v for k, v in final.items()}
     run.log_metrics(test, step=0)
     probe = torch.from_numpy(data.x_test[:PROBE_SIZE]).permute(0, 3, 1, 2).contiguous()
-    export_torch(run, model, probe, COMPUTE_DTYPE[precision])
+    if cfg.export:
+        export_torch(run, model, probe, COMPUTE_DTYPE[precision])
     return {**summary, **test}
 
 

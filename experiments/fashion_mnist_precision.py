@@ -93,7 +93,8 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
         watch_steps=True,  # record the exact step a NaN appears (the seed's fp16 row)
     )
     metrics = {**summary, **mk.evaluate(run, model, x_test, data.y_test, cfg.batch_size)}
-    export_keras(run, model, x_test[:PROBE_SIZE], COMPUTE_DTYPE[cfg.precision])
+    if cfg.export:
+        export_keras(run, model, x_test[:PROBE_SIZE], COMPUTE_DTYPE[cfg.precision])
     return metrics
 
 

@@ -132,7 +132,8 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     probability = model.predict(data.x_test, batch_size=4096, verbose=0)
     test = {f"test_{k}": v for k, v in binary_scores(data.y_test, probability).items()}
     run.log_metrics(test, step=0)
-    export_keras(run, model, data.x_test[:PROBE_SIZE], COMPUTE_DTYPE[cfg.precision])
+    if cfg.export:
+        export_keras(run, model, data.x_test[:PROBE_SIZE], COMPUTE_DTYPE[cfg.precision])
     return {**summary, **test}
 
 

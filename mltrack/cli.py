@@ -69,6 +69,24 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    """Optuna over an experiment module; unknown flags go to the experiment."""
+    from mltrack.errors import Terminated
+    from mltrack.run import sigterm_as_exception
+    from mltrack.sweep import Sweep, from_namespace
+
+    sweep = Sweep(from_namespace(args, args.passthrough))
+    try:
+        with sigterm_as_exception():
+            study = sweep.run()
+    except (KeyboardInterrupt, Terminated):
+        print("mltrack sweep: stopped; the trial in progress ended as KILLED", file=sys.stderr)
+        return 130
+    summary = sweep.summary(study)
+    print(summary)
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """One-line errors with exit code 2, like the experiments."""
 
@@ -108,12 +126,21 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--log", action="store_true", help="store the report as a run's artifacts")
     cmp.add_argument("--tracking-uri", default=None)
     cmp.set_defaults(handler=_compare)
+
+    from mltrack.sweep import add_arguments
+
+    sweep = sub.add_parser("sweep", help="Optuna over an experiment module's flags")
+    add_arguments(sweep)
+    sweep.set_defaults(handler=_sweep)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args, rest = build_parser().parse_known_args(argv)
+        if rest and args.command != "sweep":
+            raise UsageError(f"unrecognized arguments: {' '.join(rest)}")
+        args.passthrough = rest
         return int(args.handler(args))
     except UsageError as exc:
         print(f"mltrack: error: {exc}", file=sys.stderr)

@@ -62,6 +62,9 @@ class ExperimentConfig:
     log_every_n_steps: int = field(
         default=0, metadata=help_("also log batch metrics every N steps (0: per epoch only)")
     )
+    export: bool = field(
+        default=True, metadata=help_("export the model and verify it reloads (sweeps: --no-export)")
+    )
 
     def __post_init__(self) -> None:
         if not self.dataset:

@@ -9,6 +9,7 @@ what happened                      status      ``outcome``
 block finished                     FINISHED    completed
 training diverged (NaN/Inf loss)   FINISHED    diverged
 a sweep pruned it (RunPruned)      KILLED      pruned
+a sweep stopped it (RunDiverged)   FAILED      diverged
 an exception                       FAILED      failed
 Ctrl-C or SIGTERM                  KILLED      killed
 =================================  ==========  ===========
@@ -52,6 +53,10 @@ EpochHook = Callable[[int, Mapping[str, float]], None]
 
 class RunPruned(Exception):
     """Raised by an epoch hook (a sweep's pruner) to stop a run early as ``pruned``."""
+
+
+class RunDiverged(Exception):
+    """Raised by a sweep's epoch hook so a diverged trial ends FAILED, as Optuna records it."""
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -104,6 +109,14 @@ def _cut(key: str, value: str, limit: int, kind: str) -> str:
 
 class Run:
     """One open MLflow run: the small interface every framework hook talks to."""
+
+    @classmethod
+    def attach(cls, run_id: str, tracking_uri: str) -> Run:
+        """A handle on an existing run (a sweep's parent opened by another worker)."""
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri)
+        return cls(client, run_id, client.get_run(run_id).info.experiment_id, tracking_uri)
 
     def __init__(self, client: Any, run_id: str, experiment_id: str, tracking_uri: str) -> None:
         self.client = client
@@ -234,6 +247,9 @@ def start_run(
         outcome = run.outcome
     except RunPruned:
         status, outcome = "KILLED", "pruned"
+        raise
+    except RunDiverged:
+        status, outcome = "FAILED", "diverged"
         raise
     except (KeyboardInterrupt, Terminated) as exc:
         status, outcome, error = "KILLED", "killed", type(exc).__name__

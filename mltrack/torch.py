@@ -212,6 +212,7 @@ def fit(
     ledger = Ledger(gpu_peak_mb=_gpu_peak(device))
     ledger.begin()
     micro_step = optimizer_steps = 0
+    record: dict[str, float] = {}
     for epoch in range(epochs):
         model.train()
         ledger.start_epoch()
@@ -275,4 +276,5 @@ def fit(
     ledger.end()
     summary = ledger.summary()
     run.log_metrics(summary, step=0)
-    return model, summary
+    # The caller also gets the last epoch's values (val_accuracy, ...), as from mltrack.keras.
+    return model, {**record, **summary}

@@ -14,6 +14,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse to load TensorFlow and torch into one process: it aborts the whole run."""
+    kinds = {mark for item in items for mark in ("tf", "torch") if item.get_closest_marker(mark)}
+    if kinds == {"tf", "torch"}:
+        raise pytest.UsageError(
+            "tests marked tf and torch cannot share a process (TensorFlow and torch abort "
+            "together); run `pytest -m 'not torch'` and `pytest -m torch` (as `make test` does)"
+        )
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> str:
     """A fresh embedded store (sqlite) in the test's own directory."""

@@ -1,18 +1,32 @@
-"""The Keras hook on a tiny model with a real store (the mlflow keras-callback test pattern)."""
+"""The Keras hook on a tiny model with a real store (the mlflow keras-callback test pattern).
+
+Keras is imported inside the tests, not at collection: `pytest -m torch` collects this module
+too, and TensorFlow must not be loaded into that process.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pytest
 
-from mltrack import keras as mk
 from mltrack.run import start_run
 from tests.conftest import all_runs
 
-keras = pytest.importorskip("keras")
+pytestmark = pytest.mark.tf
 
 
-def tiny(precision: str = "fp32"):
+@pytest.fixture
+def mk() -> Any:
+    from mltrack import keras as mk
+
+    return mk
+
+
+def tiny(mk: Any, precision: str = "fp32") -> Any:
+    import keras
+
     with mk.precision_policy(precision):
         model = keras.Sequential(
             [
@@ -31,12 +45,12 @@ def data(n: int = 256):
     return x, (x[:, 0] + 0.1 * rng.normal(size=n) > 0.8).astype(int)
 
 
-def test_history_length_equals_epochs_and_added_metrics_are_logged(store, client):
+def test_history_length_equals_epochs_and_added_metrics_are_logged(store, client, mk):
     x, y = data()
     with start_run("k", tracking_uri=store) as run:
         summary = mk.fit(
             run,
-            tiny(),
+            tiny(mk),
             x,
             y,
             epochs=3,
@@ -52,9 +66,11 @@ def test_history_length_equals_epochs_and_added_metrics_are_logged(store, client
     assert r.data.tags["keras.variable_dtypes"] == "float32"
 
 
-def test_precision_policy_is_restored_and_mixed_keeps_float32_variables():
+def test_precision_policy_is_restored_and_mixed_keeps_float32_variables(mk):
+    import keras
+
     before = keras.config.dtype_policy().name
-    model = tiny("mixed_bf16")
+    model = tiny(mk, "mixed_bf16")
     assert keras.config.dtype_policy().name == before
     tags = mk.dtype_tags(model)
     assert tags["keras.hidden_compute_dtype"] == "bfloat16"
@@ -62,13 +78,13 @@ def test_precision_policy_is_restored_and_mixed_keeps_float32_variables():
     assert tags["keras.compute_dtypes"] == "bfloat16,float32"  # the float32 output layer
 
 
-def test_nan_loss_stops_training_as_diverged_with_the_step(store, client):
+def test_nan_loss_stops_training_as_diverged_with_the_step(store, client, mk):
     x, y = data()
     y = y.astype("float32")
     y[100:] = np.nan  # batches from step 3 on (batch 32) produce a NaN loss
     with start_run("k", tracking_uri=store) as run:
         mk.fit(
-            run, tiny(), x, y, epochs=5, batch_size=32, watch_steps=True, verbose=0, shuffle=False
+            run, tiny(mk), x, y, epochs=5, batch_size=32, watch_steps=True, verbose=0, shuffle=False
         )
     [r] = all_runs(client, "k")
     assert r.data.tags["outcome"] == "diverged" and r.info.status == "FINISHED"

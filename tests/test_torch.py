@@ -13,6 +13,8 @@ from mltrack import torch as mt
 from mltrack.run import start_run
 from tests.conftest import all_runs
 
+pytestmark = pytest.mark.torch
+
 
 def mlp() -> nn.Module:
     torch.manual_seed(0)

@@ -9,6 +9,8 @@ from PIL import Image
 from mltrack.data import DataUnavailable
 from mltrack.data.images import legacy_generators, open_folder, tf_datasets, write_synthetic
 
+pytestmark = pytest.mark.tf
+
 
 def test_synthetic_folder_is_real_jpegs_in_the_seed_layout(tmp_path):
     folder = write_synthetic(tmp_path, per_class=8, size=64, seed=0)

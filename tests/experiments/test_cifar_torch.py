@@ -6,6 +6,8 @@ import pytest
 
 from tests.conftest import all_runs
 
+pytestmark = pytest.mark.torch
+
 SMALL = ["--dataset", "synthetic", "--synthetic-size", "64", "--batch-size", "16", "--epochs", "1"]
 
 

@@ -1,0 +1,92 @@
+"""What a sweep leaves on its parent run: the best trial (or Pareto set) and Optuna's plots."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+from mltrack.run import Run
+
+log = logging.getLogger(__name__)
+
+
+def mark_best(parent: Run, study: Any) -> None:
+    """Tag the parent with the best trial(s); tag every completed trial's run best or not.
+
+    Only COMPLETE trials compete: a diverged, failed or pruned trial is never the best. With
+    several workers each one marks at its end; the last to finish sees every trial.
+    """
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    completed = [t for t in trials if t.state == TrialState.COMPLETE]
+    states = {
+        s: sum(t.state == s for t in trials)
+        for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    }
+    parent.log_metrics({f"trials_{s.name.lower()}": float(n) for s, n in states.items()}, step=0)
+    if not completed:
+        parent.set_tags({"best_trial": "none"})
+        return
+    if len(study.directions) == 1:
+        winners = [study.best_trial]
+        best = winners[0]
+        parent.set_tags(
+            {
+                "best_trial": best.number,
+                "best_value": best.value,
+                "best_run_id": best.user_attrs.get("mlflow_run_id", ""),
+                **{f"best.{k}": v for k, v in best.params.items()},
+            }
+        )
+    else:
+        winners = list(study.best_trials)
+        parent.set_tags(
+            {
+                "pareto_trials": ",".join(str(t.number) for t in winners),
+                "pareto_run_ids": ",".join(t.user_attrs.get("mlflow_run_id", "") for t in winners),
+            }
+        )
+    numbers = {t.number for t in winners}
+    key = "optuna.best" if len(study.directions) == 1 else "optuna.pareto"
+    for trial in completed:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            parent.client.set_tag(run_id, key, str(trial.number in numbers).lower())
+
+
+def log_plots(parent: Run, study: Any) -> None:
+    """Optimization history, parameter importances and (two objectives) the Pareto front."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from optuna.visualization import matplotlib as plots
+
+    single = len(study.directions) == 1
+    wanted: dict[str, Any] = {
+        "optimization_history": (
+            plots.plot_optimization_history
+            if single
+            else lambda s: plots.plot_optimization_history(
+                s, target=lambda t: t.values[0], target_name="objective 0"
+            )
+        )
+    }
+    if single:
+        wanted["param_importances"] = plots.plot_param_importances
+    else:
+        wanted["pareto_front"] = plots.plot_pareto_front
+    for name, plot in wanted.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                axes = plot(study)
+        except Exception as exc:  # too few trials for importances, etc.: not a sweep failure
+            log.warning("optuna plot %s skipped: %s", name, exc)
+            parent.set_tags({f"plot_skipped.{name}": str(exc)[:200]})
+            continue
+        figure = getattr(axes, "figure", None) or axes.flat[0].figure
+        figure.set_size_inches(8, 5)
+        figure.tight_layout()
+        parent.client.log_figure(parent.run_id, figure, f"optuna/{name}.png")

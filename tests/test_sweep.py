@@ -1,0 +1,70 @@
+"""Sweeps: the search space and objectives, then real sweeps against real stores."""
+
+from __future__ import annotations
+
+import pytest
+
+from mltrack.config import ExperimentConfig
+from mltrack.environment import Gpu, Hardware
+from mltrack.errors import UsageError
+from mltrack.sweep import Objective, SearchSpace, read_space_file
+
+CPU_BF16 = Hardware("Xeon", 2, avx512_bf16=True, amx_bf16=False)
+CPU_OLD = Hardware("Old", 2, avx512_bf16=False, amx_bf16=False)
+A100 = Hardware("x", 8, False, False, (Gpu("A100", 40000, (8, 0)),))
+
+
+def test_default_space_follows_the_hardware_and_the_batch_size():
+    cfg = ExperimentConfig(batch_size=64)
+    assert SearchSpace.default(cfg, CPU_BF16).precision == ["fp32", "mixed_bf16"]
+    assert SearchSpace.default(cfg, CPU_OLD).precision == ["fp32"]
+    assert SearchSpace.default(cfg, A100).precision == ["fp32", "mixed_bf16", "mixed_fp16"]
+    space = SearchSpace.default(cfg, CPU_BF16)
+    assert space.batch_size == [32, 64, 128] and space.accumulation_steps == [1, 2, 4]
+
+
+def test_space_file_yaml_and_toml(tmp_path):
+    space = SearchSpace(["fp32"], [32], [1])
+    yaml_file = tmp_path / "space.yaml"
+    yaml_file.write_text(
+        "precision: [fp32, bf16]\nbatch_size: [16, 32]\nlearning_rate: {low: 0.0001, high: 0.01}\n"
+    )
+    space.update(read_space_file(str(yaml_file)), "--space")
+    assert space.precision == ["fp32", "bf16"] and space.batch_size == [16, 32]
+    assert space.learning_rate == (0.0001, 0.01)
+    toml_file = tmp_path / "space.toml"
+    toml_file.write_text("accumulation_steps = [1, 8]\n")
+    space.update(read_space_file(str(toml_file)), "--space")
+    assert space.accumulation_steps == [1, 8]
+
+
+@pytest.mark.parametrize(
+    ("space", "has_lr", "message"),
+    [
+        (
+            SearchSpace(["fp32", "fp8"], [32], [1]),
+            False,
+            r"^--space-precision: got 'fp8', expected one of fp64, fp32",
+        ),
+        (SearchSpace(["auto"], [32], [1]), False, r"^--space-precision: got 'auto'"),
+        (SearchSpace(["fp32"], [0], [1]), False, r"^--space-batch-size: got 0, expected integers"),
+        (SearchSpace(["fp32"], [8], [1], (0.1, 0.01)), True, r"^--space-learning-rate: got"),
+        (SearchSpace(["fp32"], [8], [1], (0.001, 0.01)), False, r"no --learning-rate$"),
+    ],
+)
+def test_space_values_outside_the_vocabulary_are_usage_errors(space, has_lr, message):
+    with pytest.raises(UsageError, match=message):
+        space.validate(has_learning_rate=has_lr)
+
+
+def test_grid_needs_categorical_values_only():
+    assert SearchSpace(["fp32"], [8, 16], [1]).grid()["batch_size"] == [8, 16]
+    with pytest.raises(UsageError, match=r"^--sampler: got 'grid'"):
+        SearchSpace(["fp32"], [8], [1], (1e-4, 1e-2)).grid()
+
+
+def test_objective_parsing():
+    assert Objective.parse("val_accuracy:max") == Objective("val_accuracy", "maximize")
+    assert Objective.parse("total_wall_s:min").direction == "minimize"
+    with pytest.raises(UsageError, match=r"^--objective: got 'val_accuracy', expected METRIC"):
+        Objective.parse("val_accuracy")
