@@ -69,6 +69,49 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    """End orphaned RUNNING runs as FAILED, with the reason."""
+    from mlflow import MlflowClient
+
+    from mltrack import doctor
+
+    client = MlflowClient(tracking_uri=resolve_tracking_uri(args.tracking_uri))
+    ids = doctor.experiment_ids(client, args.experiment)
+    if args.experiment and not ids:
+        raise UsageError(f"--experiment: got {args.experiment!r}, expected an existing experiment")
+    orphans = doctor.find(client, ids, args.stale_after)
+    for orphan in orphans:
+        print(f"{orphan.run_id} {orphan.run_name}: {orphan.reason}")
+    if not args.dry_run:
+        doctor.end(client, orphans)
+    verb = "would end" if args.dry_run else "ended"
+    print(f"{verb} {len(orphans)} orphaned run(s) as FAILED")
+    return 0
+
+
+def _sync(args: argparse.Namespace) -> int:
+    """Send what runs spooled locally while their store was away."""
+    from mltrack import spool
+    from mltrack.run import spool_dir
+
+    folder = Path(args.spool_dir) if args.spool_dir else spool_dir()
+    files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    failed = 0
+    for path in files:
+        try:
+            counts = spool.replay(path)
+        except Exception as exc:
+            failed += 1
+            print(f"{path.name}: store still unavailable, kept ({str(exc).splitlines()[0][:200]})")
+            continue
+        print(
+            f"{path.stem}: sent {counts['metrics']} metric points, {counts['tags']} tags"
+            + (", ended the run" if counts["ended"] else "")
+        )
+    print(f"{len(files) - failed} of {len(files)} spool file(s) synced from {folder}")
+    return 1 if failed else 0
+
+
 def _sweep(args: argparse.Namespace) -> int:
     """Optuna over an experiment module; unknown flags go to the experiment."""
     from mltrack.errors import Terminated
@@ -126,6 +169,24 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--log", action="store_true", help="store the report as a run's artifacts")
     cmp.add_argument("--tracking-uri", default=None)
     cmp.set_defaults(handler=_compare)
+
+    doc = sub.add_parser("doctor", help="end runs whose process died (SIGKILL, OOM) as FAILED")
+    doc.add_argument("--experiment", default="", help="one experiment (default: all)")
+    doc.add_argument(
+        "--stale-after",
+        type=float,
+        default=600.0,
+        help="seconds without a heartbeat before a run on another host is orphaned",
+    )
+    doc.add_argument("--dry-run", action="store_true", help="list, do not end")
+    doc.add_argument("--tracking-uri", default=None)
+    doc.set_defaults(handler=_doctor)
+
+    syn = sub.add_parser("sync", help="send metrics spooled while the store was unreachable")
+    syn.add_argument(
+        "--spool-dir", default="", help="default: MLTRACK_SPOOL_DIR or ~/.cache/mltrack/spool"
+    )
+    syn.set_defaults(handler=_sync)
 
     from mltrack.sweep import add_arguments
 

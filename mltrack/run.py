@@ -17,6 +17,12 @@ Ctrl-C or SIGTERM                  KILLED      killed
 MLflow's limits are handled here and nowhere else: param values are cut to 6000 characters
 with a warning, params and tags go 100 per call, metric names are cleaned by the sink, and
 values of secret-looking keys are never sent.
+
+When the store goes away mid-run (a tracking server restarting), training goes on: metrics
+and tags wait in memory and in a local spool (``spool_dir()``), reach the store when it is
+back, and a run that could not even be ended there is finished by ``mltrack sync``. Every run
+carries its host, process and a heartbeat tag, so ``mltrack doctor`` can end the runs whose
+process died without ending them.
 """
 
 from __future__ import annotations
@@ -27,13 +33,16 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from mltrack import spool
 from mltrack.environment import detect_hardware, git_tags, hardware_tags, software_tags
 from mltrack.errors import Terminated
 from mltrack.sink import MetricSink, Point
@@ -57,6 +66,28 @@ class RunPruned(Exception):
 
 class RunDiverged(Exception):
     """Raised by a sweep's epoch hook so a diverged trial ends FAILED, as Optuna records it."""
+
+
+HOST_TAG, PID_TAG, PID_START_TAG = "mltrack.host", "mltrack.pid", "mltrack.pid_start"
+HEARTBEAT_TAG = "mltrack.heartbeat"
+HEARTBEAT_INTERVAL_S = 30.0
+
+
+def spool_dir() -> Path:
+    """Local disk where metrics wait while the store is unreachable (``MLTRACK_SPOOL_DIR``)."""
+    return Path(os.environ.get("MLTRACK_SPOOL_DIR") or Path.home() / ".cache/mltrack/spool")
+
+
+def process_tags() -> dict[str, str]:
+    import psutil
+
+    me = psutil.Process()
+    return {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(me.pid),
+        PID_START_TAG: f"{me.create_time():.2f}",
+        HEARTBEAT_TAG: str(int(time.time())),
+    }
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -125,7 +156,22 @@ class Run:
         self.tracking_uri = tracking_uri
         self.outcome = "completed"
         self.epoch_hooks: list[EpochHook] = []
-        self.sink = MetricSink(self._write_points)
+        self.spool = spool_dir() / f"{run_id}.jsonl"
+        self._spool_header = {"run_id": run_id, "tracking_uri": tracking_uri}
+        self.sink = MetricSink(
+            self._write_points,
+            spool=self.spool,
+            spool_header=self._spool_header,
+            heartbeat=self._heartbeat,
+            heartbeat_interval_s=HEARTBEAT_INTERVAL_S,
+        )
+
+    def _heartbeat(self) -> None:
+        self.client.set_tag(self.run_id, HEARTBEAT_TAG, str(int(time.time())))
+
+    def _spool_record(self, record: dict[str, Any]) -> None:
+        """Keep a tag update or the run's end on local disk for ``mltrack sync``."""
+        spool.append(self.spool, self._spool_header, [record])
 
     def _write_points(self, points: list[Point]) -> None:
         from mlflow.entities import Metric
@@ -142,12 +188,21 @@ class Run:
             self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set tags now; if the store is away, spool them instead of failing the training."""
         from mlflow.entities import RunTag
 
-        flat = flatten(tags)
-        items = [RunTag(k, _cut(k, v, MAX_TAG_VAL_LENGTH, "tag")) for k, v in flat.items()]
-        for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(self.run_id, tags=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
+        flat = {k: _cut(k, v, MAX_TAG_VAL_LENGTH, "tag") for k, v in flatten(tags).items()}
+        items = [RunTag(k, v) for k, v in flat.items()]
+        try:
+            for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
+                self.client.log_batch(self.run_id, tags=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
+        except Exception as exc:
+            log.warning(
+                "tags kept in %s for `mltrack sync`: store unavailable (%s)",
+                self.spool,
+                str(exc).splitlines()[0][:200],
+            )
+            self._spool_record({"type": "tags", "tags": flat})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Queue metrics; never waits for the store."""
@@ -177,14 +232,25 @@ class Run:
         return self.sink.flush(timeout_s)
 
     def _end(self, status: str, outcome: str, error: str | None) -> None:
-        left = self.sink.close(FLUSH_TIMEOUT_S)
-        if left:
-            log.error("%d metric points could not be written to %s", len(left), self.tracking_uri)
-        tags = {"outcome": outcome}
-        if error:
-            tags["error"] = error
-        self.set_tags(tags)
-        self.client.set_terminated(self.run_id, status=status)
+        left = self.sink.close(FLUSH_TIMEOUT_S)  # what it could not send is in the spool
+        tags = {"outcome": outcome, **({"error": error} if error else {})}
+        try:
+            if left or self.spool.exists():  # the store may be back: deliver the spool first
+                spool.replay(self.spool, self.client)
+            self.set_tags(tags)
+            if self.spool.exists():  # tags were spooled: the end must wait for them too
+                raise ConnectionError("tags still undelivered")
+            self.client.set_terminated(self.run_id, status=status)
+        except Exception as exc:
+            self._spool_record({"type": "end", "status": status, "tags": tags})
+            log.error(
+                "run %s could not be ended on %s (%s); its data is in %s: run "
+                "`mltrack sync` when the store is back",
+                self.run_id,
+                self.tracking_uri,
+                exc,
+                self.spool,
+            )
 
 
 # MLflow 3's UI opens an experiment in its GenAI (traces) view unless this tag says it is model
@@ -228,6 +294,7 @@ def start_run(
         parent.experiment_id if parent else _get_or_create_experiment(client, experiment, uri)
     )
     base_tags = {
+        **process_tags(),
         "mlflow.source.name": Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python",
         "mlflow.source.type": "LOCAL",
         "mlflow.user": getpass.getuser(),

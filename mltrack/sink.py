@@ -7,7 +7,14 @@ with ``log_batch``, up to MLflow's 1000 metrics per call. ``flush()`` waits for 
 it is called at epoch end and when the run ends, also on failure.
 
 A store that fails (a server away, a locked database) does not end training: the points stay
-queued, the writer retries with back-off and warns once.
+queued, the writer retries with back-off and warns once, and every point that failed once is
+appended to a local spool file (fsync'd), so a process that dies during the outage loses
+nothing: ``mltrack sync`` replays the spool later. Points keep the timestamp they were logged
+with, and MLflow's store drops exact duplicates, so a replay never counts a point twice. A
+spool whose points all arrived is deleted when the sink closes.
+
+The writer thread also calls ``heartbeat`` every ``heartbeat_interval_s`` (a run uses it to
+touch a tag, so ``mltrack doctor`` can tell a live run from an orphan).
 """
 
 from __future__ import annotations
@@ -16,9 +23,12 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Protocol
+
+from mltrack import spool
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +66,18 @@ class MetricSink:
         flush_interval_s: float = 2.0,
         retry_interval_s: float = 1.0,
         max_retry_interval_s: float = 30.0,
+        spool: Path | None = None,
+        spool_header: Mapping[str, str] | None = None,
+        heartbeat: Callable[[], None] | None = None,
+        heartbeat_interval_s: float = 30.0,
     ) -> None:
         self._write = write
+        self.spool = spool
+        self._spool_header = dict(spool_header or {})
+        self._spooled: set[Point] = set()
+        self._heartbeat = heartbeat
+        self._heartbeat_interval_s = heartbeat_interval_s
+        self._last_heartbeat = time.monotonic()
         self._flush_interval_s = flush_interval_s
         self._retry_interval_s = retry_interval_s
         self._max_retry_interval_s = max_retry_interval_s
@@ -125,11 +145,36 @@ class MetricSink:
         self._thread.join(timeout=5)
         with self._cond:
             left, self._queue = self._queue, []
+        self._to_spool(left)
+        if not left and self.spool is not None and self.spool.exists() and self._spooled:
+            self.spool.unlink()  # everything that was spooled has reached the store
         return left
+
+    def _to_spool(self, points: Iterable[Point]) -> None:
+        """Append points not yet spooled to the spool file, durably."""
+        fresh = [p for p in points if p not in self._spooled]
+        if self.spool is None or not fresh:
+            return
+        spool.append(
+            self.spool, self._spool_header, ({"type": "metric", **asdict(p)} for p in fresh)
+        )
+        self._spooled.update(fresh)
+
+    def _beat(self) -> None:
+        if self._heartbeat is None:
+            return
+        if time.monotonic() - self._last_heartbeat < self._heartbeat_interval_s:
+            return
+        self._last_heartbeat = time.monotonic()
+        try:
+            self._heartbeat()
+        except Exception as exc:  # the store is away; the metrics path reports that
+            log.debug("heartbeat failed: %s", exc)
 
     def _run(self) -> None:
         backoff = self._retry_interval_s
         while True:
+            self._beat()
             with self._cond:
                 if not self._queue and not self._closed:
                     self._cond.wait(timeout=self._flush_interval_s)
@@ -144,6 +189,10 @@ class MetricSink:
             try:
                 self._write(batch)
             except Exception as exc:  # the store is away: keep the points, retry later
+                try:
+                    self._to_spool(batch)
+                except OSError as spool_error:
+                    log.error("could not spool metric points locally: %s", spool_error)
                 with self._cond:
                     self._writer_cpu_s += time.thread_time() - cpu_start
                     self._queue[:0] = batch

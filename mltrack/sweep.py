@@ -402,6 +402,19 @@ class Sweep:
                 client.set_terminated(run_id, "FAILED")
         RetryHeartbeatStaleTrialCallback(max_retry=self.args.max_retry)(study, trial)
 
+    def _end_orphans(self) -> None:
+        """Runs of this experiment left RUNNING by dead processes end FAILED before we start."""
+        from mlflow import MlflowClient
+
+        from mltrack import doctor
+
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        ids = doctor.experiment_ids(client, self.cfg.experiment or self.experiment.name)
+        orphans = doctor.find(client, ids, stale_after_s=max(self.args.grace_period * 3, 600))
+        doctor.end(client, orphans)
+        for orphan in orphans:
+            print(f"ended orphaned run {orphan.run_id}: {orphan.reason}", flush=True)
+
     def _check_space(self, study: Any) -> None:
         """A resumed or shared study must keep its search space (Optuna cannot change it)."""
         space = dataclasses.asdict(self.space)
@@ -530,6 +543,7 @@ class Sweep:
             directions=[o.direction for o in self.args.objectives],
         )
         self._check_space(study)
+        self._end_orphans()
         self.parent = self._open_parent(study)
         deadline = None if self.args.timeout is None else time.monotonic() + self.args.timeout
         try:

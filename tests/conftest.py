@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.hookimpl(trylast=True)  # after `-m` has deselected what this process will not run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Refuse to load TensorFlow and torch into one process: it aborts the whole run."""
     kinds = {mark for item in items for mark in ("tf", "torch") if item.get_closest_marker(mark)}

@@ -159,7 +159,7 @@ def test_three_postgres_workers_one_killed_mid_trial(tmp_path):
             "--heartbeat-interval",
             "1",
             "--grace-period",
-            "5",
+            "10",
         ]
         env = env_for(tmp_path)
 

@@ -1,0 +1,97 @@
+"""Orphaned runs: found by process identity on this host, by heartbeat elsewhere."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+from mltrack import cli, doctor
+from mltrack.run import HEARTBEAT_TAG, HOST_TAG, PID_START_TAG, PID_TAG
+from tests.conftest import all_runs, env_for, wait_until
+
+
+def fake_run(**tags: str) -> SimpleNamespace:
+    return SimpleNamespace(data=SimpleNamespace(tags=tags))
+
+
+def reason(run: SimpleNamespace, now: float, host: str) -> str:
+    return doctor.why_orphaned(run, 600, now, host) or ""
+
+
+def test_reasons():
+    host, now = socket.gethostname(), time.time()
+    dead = fake_run(
+        **{HEARTBEAT_TAG: str(int(now)), HOST_TAG: host, PID_TAG: "999999", PID_START_TAG: "1.0"}
+    )
+    assert "is gone" in reason(dead, now, host)
+    import psutil
+
+    me = psutil.Process()
+    alive = fake_run(
+        **{
+            HEARTBEAT_TAG: "0",
+            HOST_TAG: host,
+            PID_TAG: str(me.pid),
+            PID_START_TAG: f"{me.create_time():.2f}",
+        }
+    )
+    assert doctor.why_orphaned(alive, 600, now, host) is None  # old heartbeat, live process
+    reused = fake_run(
+        **{HEARTBEAT_TAG: str(int(now)), HOST_TAG: host, PID_TAG: str(me.pid), PID_START_TAG: "1.0"}
+    )
+    assert "is gone" in reason(reused, now, host)  # pid reused
+    remote = {HOST_TAG: "elsewhere", PID_TAG: "1", PID_START_TAG: "1.0"}
+    stale = fake_run(**remote, **{HEARTBEAT_TAG: str(int(now - 700))})
+    assert "no heartbeat from elsewhere" in reason(stale, now, host)
+    assert (
+        doctor.why_orphaned(
+            fake_run(**remote, **{HEARTBEAT_TAG: str(int(now - 100))}), 600, now, host
+        )
+        is None
+    )
+    assert doctor.why_orphaned(fake_run(), 600, now, host) is None  # not an mltrack run
+
+
+def test_sigkilled_training_is_ended_failed_by_doctor(tmp_path, client, store, capsys):
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "experiments.cifar_amp",
+            "--dataset",
+            "synthetic",
+            "--synthetic-size",
+            "512",
+            "--epochs",
+            "500",
+        ],
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def trained_one_epoch() -> bool:
+            runs = all_runs(client) if (tmp_path / "mlruns" / "mlflow.db").exists() else []
+            return bool(runs) and bool(client.get_metric_history(runs[0].info.run_id, "loss"))
+
+        wait_until(trained_one_epoch, 180, "the first epoch")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    [run] = all_runs(client)
+    assert run.info.status == "RUNNING"  # nobody ended it
+    assert cli.main(["doctor", "--tracking-uri", store]) == 0
+    out = capsys.readouterr().out
+    assert f"{run.info.run_id} " in out and "ended 1 orphaned run(s) as FAILED" in out
+    [run] = all_runs(client)
+    assert run.info.status == "FAILED" and run.data.tags["outcome"] == "failed"
+    assert f"process {proc.pid} on {socket.gethostname()} is gone" in run.data.tags["error"]
+    assert cli.main(["doctor", "--tracking-uri", store]) == 0  # idempotent
+    assert "ended 0 orphaned run(s)" in capsys.readouterr().out
