@@ -215,6 +215,14 @@ class Run:
             hook(epoch, metrics)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Copy a file under the run's artifact root (``artifact_path`` may not leave it)."""
+        if artifact_path and (
+            Path(artifact_path).is_absolute() or ".." in Path(artifact_path).parts
+        ):
+            raise ValueError(
+                f"artifact_path {artifact_path!r} must stay inside the run's "
+                "artifact root (relative, no '..')"
+            )
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:

@@ -131,3 +131,14 @@ def test_default_store_is_sqlite_under_mlruns(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
     assert resolve_tracking_uri() == "http://127.0.0.1:1"
     assert resolve_tracking_uri("sqlite:///x.db") == "sqlite:///x.db"
+
+
+@pytest.mark.parametrize("where", ["../outside", "/etc", "model/../../x"])
+def test_artifacts_cannot_leave_the_run_artifact_root(store, client, tmp_path, where):
+    source = tmp_path / "a.txt"
+    source.write_text("x")
+    with start_run("art", tracking_uri=store) as run:
+        with pytest.raises(ValueError, match="must stay inside the run's artifact root"):
+            run.log_artifact(source, where)
+        run.log_text("ok", "reports/table.md")
+    assert [a.path for a in client.list_artifacts(run.run_id, "reports")] == ["reports/table.md"]

@@ -1,0 +1,2 @@
+-- Optuna's studies live beside MLflow's runs, in their own database.
+CREATE DATABASE optuna;
