@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,3 +94,69 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def study_runs(client) -> tuple[Any, list[Any]]:
+    """A study's parent run and its children."""
+    runs = all_runs(client)
+    [parent] = [r for r in runs if r.data.tags.get("mltrack.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return parent, children
+
+
+def start_training(
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    stderr: int | None = subprocess.DEVNULL,
+) -> subprocess.Popen[str]:
+    """A long cifar_amp training on synthetic data, in the background (to stop or kill)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.cifar_amp", "--dataset", "synthetic", *args],
+        cwd=tmp_path,
+        env=env or env_for(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
+    )
+
+
+def epochs_logged(client, experiment: str = "cifar_amp") -> int:
+    """How many epochs the newest run of ``experiment`` has in the store so far."""
+    try:
+        found = client.get_experiment_by_name(experiment)
+    except Exception:  # the store is being created by the process under test
+        return 0
+    runs = client.search_runs([found.experiment_id]) if found else []
+    return len(client.get_metric_history(runs[0].info.run_id, "loss")) if runs else 0
+
+
+@contextmanager
+def ui_server(store: str, tmp_path: Path) -> Iterator[str]:
+    """``mltrack ui`` over ``store`` on a free loopback port; yields its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mltrack.cli", "ui", "--tracking-uri", store, "--port", str(port)],
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_get(f"{base}/health")[0] == 200, 120, "the MLflow UI")
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status), response.read()
+    except OSError:
+        return 0, b""

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
 import urllib.request
 
 from mltrack.run import start_run
-from tests.conftest import env_for, wait_until
+from tests.conftest import http_get, ui_server
 
 
 def free_port() -> int:
@@ -20,30 +18,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except OSError:
-        return 0, b""
-
-
 def test_ui_serves_the_store_on_loopback(store, tmp_path):
     with start_run("ui-exp", run_name="visible-run", tracking_uri=store) as run:
         run.end_epoch(0, {"loss": 0.5})
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mltrack.cli", "ui", "--tracking-uri", store, "--port", str(port)],
-        cwd=tmp_path,
-        env=env_for(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: get(f"{base}/health")[0] == 200, 120, "the MLflow UI")
-        status, body = get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui-exp")
+    with ui_server(store, tmp_path) as base:
+        port = int(base.rsplit(":", 1)[1])
+        status, body = http_get(
+            f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui-exp"
+        )
         assert status == 200
         experiment_id = json.loads(body)["experiment"]["experiment_id"]
         request = urllib.request.Request(
@@ -59,9 +41,6 @@ def test_ui_serves_the_store_on_loopback(store, tmp_path):
         listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
         bound = [line.split()[3] for line in listening.splitlines() if f":{port}" in line]
         assert bound and all(addr.startswith("127.0.0.1:") for addr in bound), bound
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 def test_help_is_fast_and_lists_ui():

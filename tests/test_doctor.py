@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
-import sys
 import time
 from types import SimpleNamespace
 
 from mltrack import cli, doctor
 from mltrack.run import HEARTBEAT_TAG, HOST_TAG, PID_START_TAG, PID_TAG
-from tests.conftest import all_runs, env_for, wait_until
+from tests.conftest import all_runs, epochs_logged, start_training, wait_until
 
 
 def fake_run(**tags: str) -> SimpleNamespace:
@@ -57,30 +55,9 @@ def test_reasons():
 
 
 def test_sigkilled_training_is_ended_failed_by_doctor(tmp_path, client, store, capsys):
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "experiments.cifar_amp",
-            "--dataset",
-            "synthetic",
-            "--synthetic-size",
-            "512",
-            "--epochs",
-            "500",
-        ],
-        cwd=tmp_path,
-        env=env_for(tmp_path),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_training(tmp_path, "--synthetic-size", "512", "--epochs", "500")
     try:
-
-        def trained_one_epoch() -> bool:
-            runs = all_runs(client) if (tmp_path / "mlruns" / "mlflow.db").exists() else []
-            return bool(runs) and bool(client.get_metric_history(runs[0].info.run_id, "loss"))
-
-        wait_until(trained_one_epoch, 180, "the first epoch")
+        wait_until(lambda: epochs_logged(client) >= 1, 180, "the first epoch")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from tests.conftest import env_for, wait_until
+from tests.conftest import env_for, epochs_logged, http_get, start_training, wait_until
 from tests.postgres import postgres_server
-from tests.test_cli import free_port, get
+from tests.test_cli import free_port
 
 
 @contextmanager
@@ -59,7 +59,7 @@ def mlflow_server(
     def healthy() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"mlflow server exited: {log.read_text()[-3000:]}")
-        return get(f"http://127.0.0.1:{port}/health")[0] == 200
+        return http_get(f"http://127.0.0.1:{port}/health")[0] == 200
 
     try:
         try:
@@ -87,35 +87,20 @@ def test_server_outage_mid_run_loses_nothing_and_counts_nothing_twice(tmp_path):
         )
         client = MlflowClient(tracking_uri=uri)
         with mlflow_server(backend, artifacts, port) as server:
-            training = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "experiments.cifar_amp",
-                    "--dataset",
-                    "synthetic",
-                    "--synthetic-size",
-                    "1024",
-                    "--batch-size",
-                    "64",
-                    "--epochs",
-                    str(epochs),
-                    "--tracking-uri",
-                    uri,
-                ],
-                cwd=tmp_path,
+            training = start_training(
+                tmp_path,
+                "--synthetic-size",
+                "1024",
+                "--batch-size",
+                "64",
+                "--epochs",
+                str(epochs),
+                "--tracking-uri",
+                uri,
                 env=env,
-                stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
-                text=True,
             )
-
-            def epochs_logged() -> int:
-                experiment = client.get_experiment_by_name("cifar_amp")
-                runs = client.search_runs([experiment.experiment_id]) if experiment else []
-                return len(client.get_metric_history(runs[0].info.run_id, "loss")) if runs else 0
-
-            wait_until(lambda: epochs_logged() >= 2, 240, "two epochs on the server")
+            wait_until(lambda: epochs_logged(client) >= 2, 240, "two epochs on the server")
             run_id = client.search_runs([client.get_experiment_by_name("cifar_amp").experiment_id])[
                 0
             ].info.run_id

@@ -6,17 +6,12 @@ drives it. Screenshots are saved under ``test-artifacts/`` for a person to look 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
 from mltrack.run import start_run
-from tests.conftest import ROOT, env_for, wait_until
-from tests.test_cli import free_port, get
+from tests.conftest import ROOT, ui_server
 
 CHROMIUM = "/usr/bin/chromium"
 # As root, and with no network but loopback: no sandbox, no background connections.
@@ -40,41 +35,26 @@ def test_experiment_and_run_pages_show_runs_and_metrics(store, tmp_path):
             for epoch in range(3):
                 run.end_epoch(epoch, {"val_accuracy": 0.5 + 0.1 * epoch + 0.01 * i})
         runs.append(run)
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mltrack.cli", "ui", "--tracking-uri", store, "--port", str(port)],
-        cwd=tmp_path,
-        env=env_for(tmp_path),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
     SHOTS.mkdir(exist_ok=True)
-    try:
-        wait_until(lambda: get(f"{base}/health")[0] == 200, 120, "the MLflow UI")
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"{base}/#/experiments/{runs[0].experiment_id}", timeout=60_000)
-            # MLflow 3 opens in its GenAI view; a person clicks "Model training" once per
-            # browser (the choice is kept in localStorage), as the README says.
-            page.get_by_role("button", name="Model training").click(timeout=60_000)
-            try:
-                for name in names:
-                    page.get_by_text(name).first.wait_for(timeout=60_000)
-            finally:
-                page.screenshot(path=str(SHOTS / "mlflow-ui-experiment.png"), full_page=True)
+    with ui_server(store, tmp_path) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{base}/#/experiments/{runs[0].experiment_id}", timeout=60_000)
+        # MLflow 3 opens in its GenAI view; a person clicks "Model training" once per
+        # browser (the choice is kept in localStorage), as the README says.
+        page.get_by_role("button", name="Model training").click(timeout=60_000)
+        try:
+            for name in names:
+                page.get_by_text(name).first.wait_for(timeout=60_000)
+        finally:
             page.screenshot(path=str(SHOTS / "mlflow-ui-experiment.png"), full_page=True)
+        page.screenshot(path=str(SHOTS / "mlflow-ui-experiment.png"), full_page=True)
 
-            page.goto(f"{base}/#/experiments/{runs[1].experiment_id}/runs/{runs[1].run_id}")
-            metric = page.get_by_text("val_accuracy").first
-            metric.wait_for(timeout=60_000)
-            page.get_by_text("0.71").first.wait_for(timeout=60_000)  # the last logged value
-            metric.scroll_into_view_if_needed()
-            page.screenshot(path=str(SHOTS / "mlflow-ui-run.png"), full_page=True)
-            browser.close()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        page.goto(f"{base}/#/experiments/{runs[1].experiment_id}/runs/{runs[1].run_id}")
+        metric = page.get_by_text("val_accuracy").first
+        metric.wait_for(timeout=60_000)
+        page.get_by_text("0.71").first.wait_for(timeout=60_000)  # the last logged value
+        metric.scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "mlflow-ui-run.png"), full_page=True)
+        browser.close()
     assert Path(SHOTS / "mlflow-ui-run.png").stat().st_size > 10_000

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import all_runs, env_for, wait_until
+from tests.conftest import (
+    all_runs,
+    env_for,
+    epochs_logged,
+    start_training,
+    study_runs,
+    wait_until,
+)
 
 SMALL = ["--dataset", "synthetic", "--synthetic-size", "256", "--batch-size", "64"]
 
@@ -96,11 +103,9 @@ def test_study_over_precisions_makes_parent_and_children(run_module, client):
         "experiments.cifar_amp", *SMALL, "--epochs", "1", "--precisions", "fp32,mixed_bf16"
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    runs = all_runs(client)
-    [parent] = [r for r in runs if r.data.tags.get("mltrack.role") == "study"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    parent, children = study_runs(client)
     assert sorted(r.data.params["precision"] for r in children) == ["fp32", "mixed_bf16"]
-    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.info.status == "FINISHED" for r in [parent, *children])
     table = Path(client.download_artifacts(parent.info.run_id, "results.md")).read_text()
     assert "| fp32 | 1 | completed 1 |" in table and "| mixed_bf16 | 1 |" in table
 
@@ -141,31 +146,11 @@ def test_exception_mid_training_fails_the_run_with_finished_epochs(tmp_path, cli
 
 
 def test_sigterm_kills_the_run(tmp_path, client):
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "experiments.cifar_amp",
-            "--dataset",
-            "synthetic",
-            "--synthetic-size",
-            "1024",
-            "--epochs",
-            "200",
-        ],
-        cwd=tmp_path,
-        env=env_for(tmp_path),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start_training(
+        tmp_path, "--synthetic-size", "1024", "--epochs", "200", stderr=subprocess.PIPE
     )
     try:
-
-        def trained_one_epoch() -> bool:
-            runs = all_runs(client) if (tmp_path / "mlruns" / "mlflow.db").exists() else []
-            return bool(runs) and bool(client.get_metric_history(runs[0].info.run_id, "loss"))
-
-        wait_until(trained_one_epoch, 180, "the first epoch in the store")
+        wait_until(lambda: epochs_logged(client) >= 1, 180, "the first epoch in the store")
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)
     finally:

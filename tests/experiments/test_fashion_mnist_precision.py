@@ -6,7 +6,7 @@ import statistics
 from pathlib import Path
 
 from mltrack import cli
-from tests.conftest import all_runs
+from tests.conftest import study_runs
 
 
 def test_digits_study_fp32_fp16_mixed_bf16(run_module, client, store, capsys):
@@ -20,10 +20,8 @@ def test_digits_study_fp32_fp16_mixed_bf16(run_module, client, store, capsys):
         "2",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    runs = all_runs(client)
-    [parent] = [r for r in runs if r.data.tags.get("mltrack.role") == "study"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 6 and all(r.info.status == "FINISHED" for r in runs)
+    parent, children = study_runs(client)
+    assert len(children) == 6 and all(r.info.status == "FINISHED" for r in [parent, *children])
     by_precision: dict[str, list] = {}
     for r in children:
         by_precision.setdefault(r.data.params["precision"], []).append(r)

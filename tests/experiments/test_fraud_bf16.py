@@ -7,7 +7,7 @@ from pathlib import Path
 from mltrack import cli
 from mltrack.data import paysim
 from mltrack.report import seconds
-from tests.conftest import all_runs
+from tests.conftest import study_runs
 
 
 def test_simulated_fp32_vs_bf16_with_inferences_table(run_module, client, store, capsys):
@@ -23,9 +23,8 @@ def test_simulated_fp32_vs_bf16_with_inferences_table(run_module, client, store,
         "1024",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    runs = all_runs(client)
-    [parent] = [r for r in runs if r.data.tags.get("mltrack.role") == "study"]
-    children = {r.data.params["precision"]: r for r in runs if r is not parent}
+    parent, runs = study_runs(client)
+    children = {r.data.params["precision"]: r for r in runs}
     assert set(children) == {"fp32", "mixed_bf16"}
     bf16 = children["mixed_bf16"]
     assert bf16.data.tags["keras.variable_dtypes"] == "float32"
