@@ -105,8 +105,8 @@ def _sync(args: argparse.Namespace) -> int:
             print(f"{path.name}: store still unavailable, kept ({str(exc).splitlines()[0][:200]})")
             continue
         print(
-            f"{path.stem}: sent {counts['metrics']} metric points, {counts['tags']} tags"
-            + (", ended the run" if counts["ended"] else "")
+            f"{path.stem}: sent {counts['metrics']} metric points, {counts['tags']} tags, "
+            f"{counts['artifacts']} artifacts" + (", ended the run" if counts["ended"] else "")
         )
     print(f"{len(files) - failed} of {len(files)} spool file(s) synced from {folder}")
     return 1 if failed else 0
@@ -138,7 +138,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mltrack", description=__doc__)
+    parser = _Parser(
+        prog="mltrack",
+        description="Browse, compare, sweep and repair tracked precision and training-speed "
+        "experiments (MLflow + Optuna). Experiments run as `python -m experiments.NAME`.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     ui = sub.add_parser("ui", help="serve the MLflow UI for the tracking store")
     ui.add_argument(

@@ -223,7 +223,19 @@ class Run:
                 f"artifact_path {artifact_path!r} must stay inside the run's "
                 "artifact root (relative, no '..')"
             )
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        try:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+        except Exception as exc:  # the store is away: keep a copy for `mltrack sync`
+            kept = spool.keep_file(self.spool, path, artifact_path)
+            log.warning(
+                "artifact %s kept in %s for `mltrack sync`: store unavailable (%s)",
+                path.name,
+                kept,
+                str(exc).splitlines()[0][:200],
+            )
+            self._spool_record(
+                {"type": "artifact", "file": str(kept), "artifact_path": artifact_path}
+            )
 
     def log_text(self, text: str, artifact_file: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:

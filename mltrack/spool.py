@@ -1,7 +1,8 @@
 """The local spool: what a run could not send to its store, on disk until ``mltrack sync``.
 
 One JSON-lines file per run (``<spool dir>/<run_id>.jsonl``): a header naming the run and its
-tracking URI, then ``metric``, ``tags`` and ``end`` records in the order they happened. Each
+tracking URI, then ``metric``, ``tags``, ``artifact`` (a copy kept in ``<run_id>.files/``) and
+``end`` records in the order they happened. Each
 append is fsync'd. Replaying is idempotent: metric points keep their original timestamps and
 MLflow's store drops exact duplicates, tags are overwritten with the same values, and ending
 an ended run again sets the same status.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,17 @@ def append(path: Path, header: Mapping[str, Any], records: Iterable[Mapping[str,
             handle.write(json.dumps(record) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def keep_file(path: Path, source: Path, artifact_path: str | None) -> Path:
+    """Copy an artifact beside the spool file (``<run_id>.files/``) until it can be sent."""
+    folder = path.with_suffix(".files") / (artifact_path or "")
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / source.name
+    shutil.copy2(source, target)
+    with target.open("rb") as handle:
+        os.fsync(handle.fileno())
+    return target
 
 
 def read(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -55,8 +68,17 @@ def replay(path: Path, client: Any = None) -> dict[str, int]:
     tags = {k: v for r in records if r["type"] in ("tags", "end") for k, v in r["tags"].items()}
     if tags:
         client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    artifacts = [r for r in records if r["type"] == "artifact"]
+    for record in artifacts:
+        client.log_artifact(run_id, record["file"], record["artifact_path"])
     ends = [r for r in records if r["type"] == "end"]
     if ends:
         client.set_terminated(run_id, status=ends[-1]["status"])
     path.unlink()
-    return {"metrics": len(metrics), "tags": len(tags), "ended": len(ends)}
+    shutil.rmtree(path.with_suffix(".files"), ignore_errors=True)
+    return {
+        "metrics": len(metrics),
+        "tags": len(tags),
+        "artifacts": len(artifacts),
+        "ended": len(ends),
+    }

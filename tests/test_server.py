@@ -73,7 +73,10 @@ def mlflow_server(
 
 
 def test_server_outage_mid_run_loses_nothing_and_counts_nothing_twice(tmp_path):
-    epochs = 60
+    # Long enough that the 20 s outage (plus the restart) ends well before training does, so
+    # this test shows the metrics path; artifacts spooled during an outage are covered by
+    # tests/test_spool.py.
+    epochs = 150
     with postgres_server(("mlflow",)) as pg:
         backend, artifacts, port = f"{pg}/mlflow", tmp_path / "artifacts", free_port()
         uri = f"http://127.0.0.1:{port}"
@@ -110,16 +113,28 @@ def test_server_outage_mid_run_loses_nothing_and_counts_nothing_twice(tmp_path):
         spool = tmp_path / "spool" / f"{run_id}.jsonl"
         wait_until(spool.exists, 60, "points spooled to local disk during the outage")
         time.sleep(max(0.0, 20 - (time.monotonic() - outage_started)))  # well past the window
-        assert training.poll() is None, "training must go on while the server is away"
+        # Training goes on while the server is away (it may even finish before it is back).
+        assert training.poll() in (None, 0), "training must not fail because the server is away"
         with mlflow_server(backend, artifacts, port):
             _, stderr = training.communicate(timeout=600)
             assert training.returncode == 0, stderr[-3000:]
+            # If the run ended before the server was back, its end waits in the spool.
+            sync = subprocess.run(
+                [sys.executable, "-m", "mltrack.cli", "sync"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert sync.returncode == 0, sync.stdout + sync.stderr
             run = client.get_run(run_id)
             assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "completed"
             for key in ("loss", "val_loss", "epoch_wall_s"):
                 steps = [m.step for m in client.get_metric_history(run_id, key)]
                 assert sorted(steps) == list(range(epochs)), (key, sorted(steps))
             assert run.data.tags["reload_ok"] == "true"  # artifacts went through the proxy
+            listed = [a.path for a in client.list_artifacts(run_id, "model")]
+            assert "model/model.weights.h5" in listed, (listed, sync.stdout, sync.stderr[-2000:])
             assert any(artifacts.rglob("model.weights.h5"))
         assert not spool.exists()  # delivered, so dropped
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mltrack import spool
+from mltrack import cli, spool
 from mltrack.run import start_run
 from mltrack.sink import MetricSink
 from tests.conftest import all_runs
@@ -60,7 +60,7 @@ def test_replay_twice_counts_each_point_once_and_ends_the_run(store, client, tmp
     spool.append(path, {"run_id": run_id, "tracking_uri": store}, records)
     copy = tmp_path / "copy.jsonl"
     copy.write_text(path.read_text())
-    assert spool.replay(path) == {"metrics": 2, "tags": 1, "ended": 1}
+    assert spool.replay(path) == {"metrics": 2, "tags": 1, "artifacts": 0, "ended": 1}
     assert spool.replay(copy)["metrics"] == 2  # the same records again
     history = [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")]
     assert sorted(history) == [(0, 3.0), (1, 2.0), (2, 1.0)]
@@ -72,3 +72,37 @@ def test_spool_lines_are_plain_json(tmp_path):
     path = tmp_path / "x.jsonl"
     spool.append(path, HEADER, [{"type": "tags", "tags": {"a": "1"}}])
     assert [json.loads(line)["type"] for line in path.read_text().splitlines()] == ["run", "tags"]
+
+
+def test_artifacts_logged_while_the_store_is_away_are_kept_and_synced(
+    store, client, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MLTRACK_SPOOL_DIR", str(tmp_path / "spool"))
+    model = tmp_path / "model.json"
+    model.write_text("{}")
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("Connection refused")
+
+    # 1. Away during the run, back at its end: delivered when the run ends.
+    with start_run("away", tracking_uri=store) as run:
+        real = run.client.log_artifact
+        monkeypatch.setattr(run.client, "log_artifact", refused)
+        run.log_artifact(model, "model")  # does not raise: kept for later
+        assert (tmp_path / "spool" / f"{run.run_id}.files" / "model" / "model.json").exists()
+        monkeypatch.setattr(run.client, "log_artifact", real)
+    assert [a.path for a in client.list_artifacts(run.run_id, "model")] == ["model/model.json"]
+    assert client.get_run(run.run_id).info.status == "FINISHED"
+
+    # 2. Still away when the run ends: the run waits, RUNNING, for `mltrack sync`.
+    with start_run("away", tracking_uri=store) as run:
+        monkeypatch.setattr(run.client, "log_artifact", refused)
+        run.log_artifact(model, "model")
+    kept = tmp_path / "spool" / f"{run.run_id}.files" / "model" / "model.json"
+    assert kept.read_text() == "{}" and client.get_run(run.run_id).info.status == "RUNNING"
+    monkeypatch.undo()
+    monkeypatch.setenv("MLTRACK_SPOOL_DIR", str(tmp_path / "spool"))
+    assert cli.main(["sync"]) == 0
+    assert [a.path for a in client.list_artifacts(run.run_id, "model")] == ["model/model.json"]
+    assert not kept.exists() and not (tmp_path / "spool" / f"{run.run_id}.jsonl").exists()
+    assert client.get_run(run.run_id).info.status == "FINISHED"
