@@ -48,8 +48,16 @@ def _compare(args: argparse.Namespace) -> int:
         group_by=args.group_by,
     )
     prices = compare.read_prices(args.prices) if args.prices else None
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] or list(
+        compare.SUMMARY_METRICS
+    )
     report = compare.build(
-        client, selection, baseline=args.baseline, cpu_baseline=args.cpu_baseline, prices=prices
+        client,
+        selection,
+        baseline=args.baseline,
+        cpu_baseline=args.cpu_baseline,
+        prices=prices,
+        metrics=metrics,
     )
     if args.format == "terminal":
         print(report.markdown())
@@ -165,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("--baseline", default="", help="the group the deltas are taken against")
     cmp.add_argument("--cpu-baseline", default="", help="hw.label the speed-up is over")
+    cmp.add_argument(
+        "--metrics",
+        default="",
+        help="columns of the mean ± spread table, e.g. "
+        "test_accuracy,test_f1_macro,total_wall_s (seed 004)",
+    )
     cmp.add_argument("--prices", default="", help="CSV hardware,price_per_hour for costs")
     cmp.add_argument(
         "--format", choices=("terminal", "markdown", "html", "csv"), default="terminal"

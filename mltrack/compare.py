@@ -22,6 +22,7 @@ from typing import Any
 from mltrack.errors import UsageError, bad_value
 from mltrack.report import (
     PRECISION_ROWS,
+    SUMMARY_METRICS,
     Result,
     Table,
     delta_table,
@@ -162,10 +163,20 @@ def precision_table(selection: Selection, baseline: str = "") -> Table:
     )
 
 
-def repeats_table(selection: Selection) -> Table:
+def repeats_table(selection: Selection, metrics: Sequence[str] = SUMMARY_METRICS) -> Table:
+    """Mean ± spread per group; ``metrics`` picks the columns (seed 004: accuracy, F1, time)."""
+    known = {k for r in selection.runs for k in r.data.metrics}
+    for metric in metrics:
+        if metric not in known:
+            raise bad_value(
+                "--metrics",
+                metric,
+                f"metrics the runs logged, e.g. {', '.join(sorted(known)[:10])}",
+            )
     return results_table(
         selection.results,
         selection.key,
+        metrics,
         title=f"Mean ± spread over repeats by {selection.key} (seed-002 shape)",
     )
 
@@ -284,12 +295,13 @@ def build(
     baseline: str = "",
     cpu_baseline: str = "",
     prices: dict[str, float] | None = None,
+    metrics: Sequence[str] = SUMMARY_METRICS,
 ) -> Report:
     from mltrack.plots import group_curves, time_vs_accuracy
 
     tables = [
         precision_table(selection, baseline),
-        repeats_table(selection),
+        repeats_table(selection, metrics),
         leaderboard(selection, cpu_baseline, prices),
     ]
     curves = {m: histories(client, selection, m) for m in CURVE_METRICS}

@@ -132,3 +132,25 @@ def test_bad_input_is_one_line_and_exit_2(store_with_runs, capsys, args, message
     code, out, err = compare(store_with_runs, capsys, *args)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and message in err, err
+
+
+def test_metrics_pick_the_columns_for_the_seed004_table(store, capsys):
+    for model, acc, f1 in (("resnet50", 0.92, 0.91), ("resnet50", 0.90, 0.89), ("vit", 0.97, 0.96)):
+        with start_run("torch", params={"model": model}, tracking_uri=store) as run:
+            run.log_metrics(
+                {"test_accuracy": acc, "test_f1_macro": f1, "total_wall_s": 60.0}, step=0
+            )
+    code, out, _ = compare(
+        store,
+        capsys,
+        "--group-by",
+        "model",
+        "--metrics",
+        "test_accuracy,test_f1_macro,total_wall_s",
+    )
+    assert code == 0
+    assert "| model | runs | outcomes | test_accuracy | test_f1_macro | total_wall_s |" in out
+    assert "| vit | 1 | completed 1 | 0.97 (n=1) | 0.96 (n=1) | 60 (n=1) |" in out
+    assert "| resnet50 | 2 | completed 2 | 0.91 ± 0.014 | 0.9 ± 0.014 | 60 ± 0 |" in out
+    code, _, err = compare(store, capsys, "--group-by", "model", "--metrics", "test_f2")
+    assert code == 2 and "--metrics: got 'test_f2', expected metrics the runs logged" in err
