@@ -48,9 +48,7 @@ def _compare(args: argparse.Namespace) -> int:
         group_by=args.group_by,
     )
     prices = compare.read_prices(args.prices) if args.prices else None
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] or list(
-        compare.SUMMARY_METRICS
-    )
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] or None
     report = compare.build(
         client,
         selection,

@@ -163,10 +163,13 @@ def precision_table(selection: Selection, baseline: str = "") -> Table:
     )
 
 
-def repeats_table(selection: Selection, metrics: Sequence[str] = SUMMARY_METRICS) -> Table:
-    """Mean ± spread per group; ``metrics`` picks the columns (seed 004: accuracy, F1, time)."""
+def repeats_table(selection: Selection, metrics: Sequence[str] | None = None) -> Table:
+    """Mean ± spread per group; ``metrics`` picks the columns (seed 004: accuracy, F1, time).
+
+    Columns asked for by name must exist; the default columns show "–" where runs lack them.
+    """
     known = {k for r in selection.runs for k in r.data.metrics}
-    for metric in metrics:
+    for metric in metrics or ():
         if metric not in known:
             raise bad_value(
                 "--metrics",
@@ -176,7 +179,7 @@ def repeats_table(selection: Selection, metrics: Sequence[str] = SUMMARY_METRICS
     return results_table(
         selection.results,
         selection.key,
-        metrics,
+        metrics or SUMMARY_METRICS,
         title=f"Mean ± spread over repeats by {selection.key} (seed-002 shape)",
     )
 
@@ -295,7 +298,7 @@ def build(
     baseline: str = "",
     cpu_baseline: str = "",
     prices: dict[str, float] | None = None,
-    metrics: Sequence[str] = SUMMARY_METRICS,
+    metrics: Sequence[str] | None = None,
 ) -> Report:
     from mltrack.plots import group_curves, time_vs_accuracy
 
