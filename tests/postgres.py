@@ -58,7 +58,7 @@ def postgres_server(databases: tuple[str, ...] = ("optuna", "mlflow")) -> Iterat
             "-t",
             "60",
             "-o",
-            f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1",
+            f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=300",
             "start",
         ]
     )

@@ -136,7 +136,9 @@ def test_bad_input_exits_2_with_no_study_and_no_run(tmp_path, args, message):
 def test_three_postgres_workers_one_killed_mid_trial(tmp_path):
     with postgres_server() as server:
         storage, tracking = f"{server}/optuna", f"{server}/mlflow"
-        optuna.storages.RDBStorage(storage)  # create the schemas once, before the workers race
+        # One storage (one connection pool) for all the polling below; it also creates the
+        # schema once, before the workers race to.
+        shared = optuna.storages.RDBStorage(storage)
         client = MlflowClient(tracking_uri=tracking)
         client.search_experiments()
         args = [
@@ -174,12 +176,12 @@ def test_three_postgres_workers_one_killed_mid_trial(tmp_path):
             )
 
         def study() -> optuna.Study:
-            return optuna.load_study(study_name="shared", storage=storage)
+            return optuna.load_study(study_name="shared", storage=shared)
 
         workers = [start(0)]
         wait_until(
             lambda: (
-                "shared" in optuna.get_all_study_names(storage)
+                "shared" in optuna.get_all_study_names(shared)
                 and "mlflow_parent_run_id" in study().user_attrs
             ),
             180,
