@@ -161,7 +161,7 @@ def test_three_postgres_workers_one_killed_mid_trial(tmp_path):
             "--heartbeat-interval",
             "1",
             "--grace-period",
-            "10",
+            "20",
         ]
         env = env_for(tmp_path)
 
