@@ -135,7 +135,7 @@ def train(cfg: Config, data: ImageFolder, run: Run) -> dict[str, float]:
     )
     metrics = {**summary, **mk.evaluate(run, model, test_data)}
     figure = learning_curves(model.history.history, f"cats vs dogs, {cfg.precision}, {cfg.loader}")
-    run.client.log_figure(run.run_id, figure, "learning_curves.png")
+    run.log_figure(figure, "learning_curves.png")
     if cfg.export:
         export_keras(run, model, first_batch(test_data), COMPUTE_DTYPE[cfg.precision])
     return metrics

@@ -63,8 +63,7 @@ class Config(ExperimentConfig):
     synthetic_size: int = field(default=256, metadata=flag_help("images for --dataset synthetic"))
     device: str = field(default="auto", metadata=flag_help("auto, cpu, cuda or cuda:N"))
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def expand(self) -> None:
         if self.tuned:
             self.precision = "mixed_fp16" if self.precision == "auto" else self.precision
             self.accumulation_steps = 4 if self.accumulation_steps == 1 else self.accumulation_steps

@@ -2,7 +2,7 @@
 
 from mltrack.config import ExperimentConfig
 from mltrack.errors import UsageError
-from mltrack.run import Run, RunPruned, start_run
+from mltrack.run import STATUS, Run, start_run
 
-__all__ = ["ExperimentConfig", "Run", "RunPruned", "UsageError", "start_run"]
+__all__ = ["STATUS", "ExperimentConfig", "Run", "UsageError", "start_run"]
 __version__ = "0.1.0"

@@ -71,8 +71,17 @@ def verify(run: Run, folder: Path, kind: str, expected: np.ndarray, tolerance: f
     return ok
 
 
+def skipped(run: Run) -> bool:
+    """A run that was stopped (diverged, pruned) has no model worth keeping."""
+    if run.stopping:
+        run.set_tags({"export": f"skipped: the run {run.outcome}"})
+    return run.stopping
+
+
 def export_keras(run: Run, model: Any, probe: np.ndarray, compute_dtype: str) -> bool:
     """Architecture JSON + HDF5 weights + summary, logged under ``model/`` and verified."""
+    if skipped(run):
+        return False
     with tempfile.TemporaryDirectory(prefix="mltrack-export-") as tmp:
         folder = Path(tmp)
         (folder / "model.json").write_text(model.to_json())
@@ -98,6 +107,8 @@ def export_torch(run: Run, model: Any, probe: Any, compute_dtype: str) -> bool:
 
     import torch
 
+    if skipped(run):
+        return False
     model.eval()
     parameter = next(model.parameters())
     probe = probe.to(parameter.device, parameter.dtype)

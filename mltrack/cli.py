@@ -39,7 +39,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     from mltrack import compare
 
-    client = MlflowClient(tracking_uri=resolve_tracking_uri(args.tracking_uri))
+    uri = resolve_tracking_uri(args.tracking_uri)
+    client = MlflowClient(tracking_uri=uri)
     selection = compare.select(
         client,
         experiment=args.experiment,
@@ -69,8 +70,8 @@ def _compare(args: argparse.Namespace) -> int:
         written = report.write(Path(args.output))
         print(f"wrote {', '.join(p.name for p in written)} to {args.output}", file=sys.stderr)
     if args.log:
-        experiment_id = selection.runs[0].info.experiment_id
-        run_id = compare.log_report(client, report, experiment_id, selection.key)
+        experiment = selection.experiments[selection.runs[0].info.experiment_id]
+        run_id = compare.log_report(uri, report, experiment, selection.key)
         print(f"logged as run {run_id} (tag mltrack.role=report)", file=sys.stderr)
     return 0
 
@@ -81,7 +82,8 @@ def _doctor(args: argparse.Namespace) -> int:
 
     from mltrack import doctor
 
-    client = MlflowClient(tracking_uri=resolve_tracking_uri(args.tracking_uri))
+    uri = resolve_tracking_uri(args.tracking_uri)
+    client = MlflowClient(tracking_uri=uri)
     ids = doctor.experiment_ids(client, args.experiment)
     if args.experiment and not ids:
         raise UsageError(f"--experiment: got {args.experiment!r}, expected an existing experiment")
@@ -89,32 +91,38 @@ def _doctor(args: argparse.Namespace) -> int:
     for orphan in orphans:
         print(f"{orphan.run_id} {orphan.run_name}: {orphan.reason}")
     if not args.dry_run:
-        doctor.end(client, orphans)
+        doctor.end(uri, orphans)
     verb = "would end" if args.dry_run else "ended"
     print(f"{verb} {len(orphans)} orphaned run(s) as FAILED")
     return 0
 
 
 def _sync(args: argparse.Namespace) -> int:
-    """Send what runs spooled locally while their store was away."""
+    """Deliver the journals of runs that ended (or died) before their store took everything."""
     from mltrack import spool
-    from mltrack.run import spool_dir
+    from mltrack.limits import redact_uri
 
-    folder = Path(args.spool_dir) if args.spool_dir else spool_dir()
-    files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
-    failed = 0
+    folder = Path(args.spool_dir) if args.spool_dir else spool.spool_dir()
+    files = spool.pending(folder)
+    synced = failed = 0
     for path in files:
         try:
-            counts = spool.replay(path)
+            if not spool.ready_to_replay(path):
+                print(f"{path.name}: its process is still running; left for it")
+                continue
+            done = spool.replay(path)
         except Exception as exc:
             failed += 1
-            print(f"{path.name}: store still unavailable, kept ({str(exc).splitlines()[0][:200]})")
+            reason = redact_uri((str(exc).splitlines() or [type(exc).__name__])[0][:200])
+            print(f"{path.name}: store still unavailable, kept ({reason})")
             continue
+        synced += 1
         print(
-            f"{path.stem}: sent {counts['metrics']} metric points, {counts['tags']} tags, "
-            f"{counts['artifacts']} artifacts" + (", ended the run" if counts["ended"] else "")
+            f"{path.stem}: sent {done.metrics} metric points, {done.params} params, "
+            f"{done.tags} tags, {done.artifacts} artifacts"
+            + (f", ended the run {done.ended}" if done.ended else "")
         )
-    print(f"{len(files) - failed} of {len(files)} spool file(s) synced from {folder}")
+    print(f"{synced} of {len(files)} journal(s) synced from {folder}")
     return 1 if failed else 0
 
 

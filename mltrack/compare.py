@@ -319,18 +319,22 @@ def build(
     return Report(tables, caveats(selection), runs_csv(selection), figures)
 
 
-def log_report(client: Any, report: Report, experiment_id: str, key: str) -> str:
+def log_report(tracking_uri: str, report: Report, experiment: str, key: str) -> str:
     """Store the report as artifacts of a run tagged ``mltrack.role=report``; return its id."""
-    run = client.create_run(
-        experiment_id,
-        run_name=f"compare by {key}",
-        tags={"mltrack.role": "report", "group_by": key},
-    )
-    with tempfile.TemporaryDirectory() as tmp:
+    from mltrack.run import start_run
+
+    with (
+        start_run(
+            experiment,
+            run_name=f"compare by {key}",
+            tags={"mltrack.role": "report", "group_by": key},
+            tracking_uri=tracking_uri,
+        ) as run,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         for path in report.write(Path(tmp)):
-            client.log_artifact(run.info.run_id, str(path))
-    client.set_terminated(run.info.run_id, "FINISHED")
-    return str(run.info.run_id)
+            run.log_artifact(path)
+    return run.run_id
 
 
 def read_prices(path: str) -> dict[str, float]:

@@ -74,6 +74,13 @@ class ExperimentConfig:
     def effective_batch_size(self) -> int:
         return self.batch_size * self.accumulation_steps
 
+    def expand(self) -> None:
+        """Expand convenience flags (``--tuned``) into the fields they stand for.
+
+        Called once, when the command line is parsed, never by ``__post_init__``: a sweep's
+        ``dataclasses.replace`` must train exactly the values Optuna recorded.
+        """
+
     def precision_list(self) -> list[str]:
         """The precisions this invocation trains, in order."""
         return [p.strip() for p in self.precision.split(",") if p.strip()]
@@ -166,5 +173,6 @@ def parse_config(
     parser = build_parser(cls, prog, description)
     namespace = parser.parse_args(argv)
     config = cls(**vars(namespace))
+    config.expand()
     config.validate()
     return config

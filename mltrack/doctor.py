@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mltrack.run import HEARTBEAT_TAG, HOST_TAG, PID_START_TAG, PID_TAG
+from mltrack.process import is_gone
+from mltrack.run import HEARTBEAT_TAG, HOST_TAG, PID_START_TAG, PID_TAG, end_orphan
 
 DEFAULT_STALE_AFTER_S = 600.0
 
@@ -28,24 +29,13 @@ class Orphan:
     reason: str
 
 
-def _process_gone(pid: int, started: float) -> bool:
-    import psutil
-
-    try:
-        process = psutil.Process(pid)
-        # The pid may have been reused by a newer process after ours died.
-        return abs(process.create_time() - started) > 1.0 or process.status() == "zombie"
-    except psutil.NoSuchProcess:
-        return True
-
-
 def why_orphaned(run: Any, stale_after_s: float, now: float, host: str) -> str | None:
     tags = run.data.tags
     if HEARTBEAT_TAG not in tags:
         return None  # not an mltrack run: not ours to judge
     if tags.get(HOST_TAG) == host:
         pid, started = int(tags[PID_TAG]), float(tags[PID_START_TAG])
-        if _process_gone(pid, started):
+        if is_gone(host, pid, started):
             return f"process {pid} on {host} is gone without ending the run"
         return None
     silent = now - float(tags[HEARTBEAT_TAG])
@@ -78,11 +68,9 @@ def find(
     return found
 
 
-def end(client: Any, orphans: Sequence[Orphan]) -> None:
+def end(tracking_uri: str, orphans: Sequence[Orphan]) -> None:
     for orphan in orphans:
-        client.set_tag(orphan.run_id, "outcome", "failed")
-        client.set_tag(orphan.run_id, "error", f"ended by mltrack doctor: {orphan.reason}")
-        client.set_terminated(orphan.run_id, "FAILED")
+        end_orphan(tracking_uri, orphan.run_id, f"ended by mltrack doctor: {orphan.reason}")
 
 
 def experiment_ids(client: Any, name: str = "") -> list[str]:

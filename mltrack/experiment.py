@@ -4,13 +4,15 @@ An experiment module provides a ``Config`` dataclass, ``load_data(config)`` and
 ``train(config, data, run) -> final metrics`` for one run, and calls ``main`` here. This module
 does the rest the same way for all of them: parse and validate flags, resolve precisions, load
 the data *before* any run exists (bad input leaves no run behind), then train one run, or a
-study: a parent run with one child per (precision, repeat).
+study: a parent run with one child per (precision, repeat). A child that raises ends FAILED with
+its error and the study goes on; the parent ends FAILED only if no child completed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -18,9 +20,17 @@ from typing import Any, Generic, Protocol, TypeVar
 from mltrack.config import ExperimentConfig, parse_config
 from mltrack.environment import detect_hardware
 from mltrack.errors import Terminated, UsageError
+from mltrack.limits import redact_uri
 from mltrack.precision import Resolved, resolve
 from mltrack.report import Result, results_table
-from mltrack.run import Run, resolve_tracking_uri, sigterm_as_exception, start_run
+from mltrack.run import (
+    Run,
+    describe,
+    outcome_of,
+    resolve_tracking_uri,
+    sigterm_as_exception,
+    start_run,
+)
 
 C = TypeVar("C", bound=ExperimentConfig)
 D = TypeVar("D", bound="Dataset")
@@ -37,6 +47,7 @@ class RunResult:
     repeat: int
     outcome: str
     metrics: dict[str, float] = field(default_factory=dict)
+    error: str = ""
 
     def as_result(self) -> Result:
         return Result(self.precision, self.outcome, self.metrics)
@@ -98,7 +109,19 @@ class Experiment(Generic[C, D]):
                 hook(run)
             metrics = self.train(run_cfg, data, run)
             run.flush()
-        return RunResult(run.run_id, resolved.resolved, repeat, run.outcome, metrics)
+        return RunResult(run.run_id, resolved.resolved, repeat, run.outcome, metrics, run.error)
+
+    def study_child(
+        self, cfg: C, resolved: Resolved, data: D, repeat: int, parent: Run
+    ) -> RunResult:
+        """One child of a study; an exception ends that child (FAILED), not the study."""
+        opened: list[Run] = []
+        try:
+            return self.run_one(cfg, resolved, data, repeat, parent, hooks=[opened.append])
+        except Exception as exc:
+            traceback.print_exc()
+            run_id = opened[0].run_id if opened else ""
+            return RunResult(run_id, resolved.resolved, repeat, outcome_of(exc), {}, describe(exc))
 
     def execute(self, cfg: C, data: D) -> list[RunResult]:
         hardware = detect_hardware()
@@ -113,12 +136,24 @@ class Experiment(Generic[C, D]):
             tracking_uri=cfg.tracking_uri or None,
         ) as parent:
             results = [
-                self.run_one(cfg, variant, data, repeat, parent)
+                self.study_child(cfg, variant, data, repeat, parent)
                 for variant in variants
                 for repeat in range(cfg.repeats)
             ]
-            parent.log_text(self.study_report(results), "results.md")
+            parent.log_text(self.report(results), "results.md")
+            if not any(r.outcome == "completed" for r in results):
+                parent.stop("failed", f"no child run completed ({len(results)} ended otherwise)")
         return results
+
+    def report(self, results: Sequence[RunResult]) -> str:
+        """The study's table, then the children that failed and why."""
+        failed = [r for r in results if r.error]
+        lines = [
+            f"- {r.precision} repeat {r.repeat} ({r.run_id or 'no run'}): {r.error}" for r in failed
+        ]
+        return self.study_report(results) + (
+            "\n\nFailed runs:\n" + "\n".join(lines) if lines else ""
+        )
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         try:
@@ -137,10 +172,10 @@ class Experiment(Generic[C, D]):
             print(f"{self.prog}: terminated; run(s) ended as KILLED", file=sys.stderr)
             return 143
         print()
-        print(self.study_report(results))
+        print(self.report(results))
         uri = resolve_tracking_uri(cfg.tracking_uri or None)
         print(
-            f"\nRuns are in {uri}. Browse them with:\n  mltrack ui"
-            + ("" if cfg.tracking_uri == "" else f" --tracking-uri {uri}")
+            f"\nRuns are in {redact_uri(uri)}. Browse them with:\n  mltrack ui"
+            + ("" if cfg.tracking_uri == "" else f" --tracking-uri {redact_uri(uri)}")
         )
-        return 0
+        return 0 if any(r.outcome == "completed" for r in results) else 1

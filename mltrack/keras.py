@@ -82,6 +82,8 @@ class MlflowCallback(keras.callbacks.Callback):
             self._diverged(epoch, (epoch + 1) * max(self.steps_per_epoch, 1) - 1, loss)
         self.last_epoch = metrics
         self.run.end_epoch(epoch, metrics)
+        if self.run.stopping:  # diverged, or an epoch hook (a sweep's pruner) decided to stop
+            self.model.stop_training = True
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         self.ledger.end()
@@ -93,9 +95,9 @@ class MlflowCallback(keras.callbacks.Callback):
 
     def _diverged(self, epoch: int, step: int, loss: float) -> None:
         with self._divergence_lock:
-            if self.run.outcome == "diverged":
+            if self.run.stopping:
                 return
-            self.run.mark_diverged(epoch, step, loss)
+            self.run.stop("diverged", epoch=epoch, step=step, loss=loss)
         self.model.stop_training = True
 
 

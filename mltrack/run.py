@@ -1,28 +1,29 @@
-"""The MLflow run lifecycle: open, record, and always end with the true status.
+"""The MLflow run lifecycle, and the only code that writes to the tracking store.
 
-``start_run`` is the only place a run is created or ended. Whatever happens inside the ``with``
-block, the run leaves RUNNING with the status that tells what happened:
+``start_run`` opens a run; whatever happens inside the ``with`` block, the run leaves RUNNING
+with the status its outcome maps to in ``STATUS``, the one table every path uses (a plain run,
+a study's children and parent, a sweep's trials, compare's report run):
 
-=================================  ==========  ===========
-what happened                      status      ``outcome``
-=================================  ==========  ===========
-block finished                     FINISHED    completed
-training diverged (NaN/Inf loss)   FINISHED    diverged
-a sweep pruned it (RunPruned)      KILLED      pruned
-a sweep stopped it (RunDiverged)   FAILED      diverged
-an exception                       FAILED      failed
-Ctrl-C or SIGTERM                  KILLED      killed
-=================================  ==========  ===========
+=================================================  ==========  ===========
+what happened                                      ``outcome``  status
+=================================================  ==========  ===========
+the block finished                                 completed   FINISHED
+a stop decision: the loss went NaN/Inf             diverged    FAILED
+a stop decision: a sweep's pruner                  pruned      KILLED
+out of memory (MemoryError, CUDA/TF OOM)           infeasible  FAILED
+any other exception                                failed      FAILED
+Ctrl-C or SIGTERM                                  killed      KILLED
+=================================================  ==========  ===========
 
-MLflow's limits are handled here and nowhere else: param values are cut to 6000 characters
-with a warning, params and tags go 100 per call, metric names are cleaned by the sink, and
-values of secret-looking keys are never sent.
+A stop decision (``Run.stop``) is not an exception: the framework hooks see ``run.stopping``
+and end training after the current step or epoch, the experiment skips export, and the run
+ends with the outcome's status.
 
-When the store goes away mid-run (a tracking server restarting), training goes on: metrics
-and tags wait in memory and in a local spool (``spool_dir()``), reach the store when it is
-back, and a run that could not even be ended there is finished by ``mltrack sync``. Every run
-carries its host, process and a heartbeat tag, so ``mltrack doctor`` can end the runs whose
-process died without ending them.
+Callers only use the verbs of ``Run`` (params, tags, metrics, artifacts, text, figures, stop);
+nothing else touches an ``MlflowClient`` to write. Everything a run logs goes through its
+writer (``mltrack.sink``) and its journal (``mltrack.spool``): no call waits for the store,
+and nothing is lost while the store is away or when the process dies. Values pass through
+``mltrack.limits`` (MLflow's limits, secrets and credentials in URIs redacted).
 """
 
 from __future__ import annotations
@@ -31,9 +32,7 @@ import contextlib
 import getpass
 import logging
 import os
-import re
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -42,50 +41,50 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from mltrack import spool
+from mltrack import limits
 from mltrack.environment import detect_hardware, git_tags, hardware_tags, software_tags
 from mltrack.errors import Terminated
-from mltrack.sink import MetricSink, Point
+from mltrack.process import identity
+from mltrack.sink import Artifact, Point, Record, Sink, Values, as_json
+from mltrack.spool import Journal, spool_dir
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
-MAX_PARAM_VAL_LENGTH = 6000  # mlflow.utils.validation
-MAX_TAG_VAL_LENGTH = 8000
-MAX_PARAMS_TAGS_PER_BATCH = 100
-FLUSH_TIMEOUT_S = 60.0
-_SECRET_KEY = re.compile(r"(password|passwd|secret|token|api_?key|credential|(^|[_.])key$)", re.I)
-REDACTED = "<redacted>"
-
-EpochHook = Callable[[int, Mapping[str, float]], None]
-
-
-class RunPruned(Exception):
-    """Raised by an epoch hook (a sweep's pruner) to stop a run early as ``pruned``."""
-
-
-class RunDiverged(Exception):
-    """Raised by a sweep's epoch hook so a diverged trial ends FAILED, as Optuna records it."""
-
-
+# How long a run's end waits for the store to take what is still queued (then: the journal).
+END_TIMEOUT_S = float(os.environ.get("MLTRACK_END_TIMEOUT_S", "60"))
+STATUS = {
+    "completed": "FINISHED",
+    "diverged": "FAILED",
+    "pruned": "KILLED",
+    "infeasible": "FAILED",
+    "failed": "FAILED",
+    "killed": "KILLED",
+}
+OOM_ERRORS = ("OutOfMemoryError", "ResourceExhaustedError", "MemoryError")
 HOST_TAG, PID_TAG, PID_START_TAG = "mltrack.host", "mltrack.pid", "mltrack.pid_start"
 HEARTBEAT_TAG = "mltrack.heartbeat"
 HEARTBEAT_INTERVAL_S = 30.0
 
+EpochHook = Callable[[int, Mapping[str, float]], None]
 
-def spool_dir() -> Path:
-    """Local disk where metrics wait while the store is unreachable (``MLTRACK_SPOOL_DIR``)."""
-    return Path(os.environ.get("MLTRACK_SPOOL_DIR") or Path.home() / ".cache/mltrack/spool")
+
+def outcome_of(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt | Terminated):
+        return "killed"
+    return "infeasible" if type(exc).__name__ in OOM_ERRORS else "failed"
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def process_tags() -> dict[str, str]:
-    import psutil
-
-    me = psutil.Process()
+    me = identity()
     return {
-        HOST_TAG: socket.gethostname(),
-        PID_TAG: str(me.pid),
-        PID_START_TAG: f"{me.create_time():.2f}",
+        HOST_TAG: me["host"],
+        PID_TAG: str(me["pid"]),
+        PID_START_TAG: f"{me['pid_start']:.2f}",
         HEARTBEAT_TAG: str(int(time.time())),
     }
 
@@ -113,109 +112,62 @@ def default_artifact_location(uri: str) -> str | None:
     return (db.parent.resolve() / "artifacts").as_uri() if db is not None else None
 
 
-def is_secret(key: str) -> bool:
-    return bool(_SECRET_KEY.search(key))
+def _client(tracking_uri: str) -> Any:
+    from mlflow import MlflowClient
 
-
-def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested dicts become dotted keys; values become strings; secrets are redacted."""
-    out: dict[str, str] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
-        elif is_secret(name) and value not in (None, ""):
-            out[name] = REDACTED
-        else:
-            out[name] = "" if value is None else str(value)
-    return out
-
-
-def _cut(key: str, value: str, limit: int, kind: str) -> str:
-    if len(value) <= limit:
-        return value
-    log.warning("%s %r is %d characters; MLflow keeps %d, cut", kind, key, len(value), limit)
-    return value[: limit - 3] + "..."
+    return MlflowClient(tracking_uri=tracking_uri)
 
 
 class Run:
-    """One open MLflow run: the small interface every framework hook talks to."""
+    """One open MLflow run: the small interface every framework hook and command talks to."""
 
     @classmethod
     def attach(cls, run_id: str, tracking_uri: str) -> Run:
         """A handle on an existing run (a sweep's parent opened by another worker)."""
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking_uri=tracking_uri)
+        client = _client(tracking_uri)
         return cls(client, run_id, client.get_run(run_id).info.experiment_id, tracking_uri)
 
     def __init__(self, client: Any, run_id: str, experiment_id: str, tracking_uri: str) -> None:
-        self.client = client
+        self._client = client
         self.run_id = run_id
         self.experiment_id = experiment_id
         self.tracking_uri = tracking_uri
         self.outcome = "completed"
+        self.error = ""
         self.epoch_hooks: list[EpochHook] = []
-        self.spool = spool_dir() / f"{run_id}.jsonl"
-        self._spool_header = {"run_id": run_id, "tracking_uri": tracking_uri}
-        self.sink = MetricSink(
-            self._write_points,
-            spool=self.spool,
-            spool_header=self._spool_header,
+        self.journal = Journal(spool_dir(), run_id, tracking_uri)
+        self.sink = Sink(
+            self._deliver,
+            journal=lambda records: self.journal.append(as_json(r) for r in records),
             heartbeat=self._heartbeat,
             heartbeat_interval_s=HEARTBEAT_INTERVAL_S,
         )
 
-    def _heartbeat(self) -> None:
-        self.client.set_tag(self.run_id, HEARTBEAT_TAG, str(int(time.time())))
-
-    def _spool_record(self, record: dict[str, Any]) -> None:
-        """Keep a tag update or the run's end on local disk for ``mltrack sync``."""
-        spool.append(self.spool, self._spool_header, [record])
-
-    def _write_points(self, points: list[Point]) -> None:
-        from mlflow.entities import Metric
-
-        metrics = [Metric(p.key, p.value, p.timestamp_ms, p.step) for p in points]
-        self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
-
+    # -- verbs ------------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        flat = flatten(params)
-        items = [Param(k, _cut(k, v, MAX_PARAM_VAL_LENGTH, "param")) for k, v in flat.items()]
-        for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
+        if params:
+            self.sink.put([Values("params", tuple(limits.params(params).items()))])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        """Set tags now; if the store is away, spool them instead of failing the training."""
-        from mlflow.entities import RunTag
-
-        flat = {k: _cut(k, v, MAX_TAG_VAL_LENGTH, "tag") for k, v in flatten(tags).items()}
-        items = [RunTag(k, v) for k, v in flat.items()]
-        try:
-            for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-                self.client.log_batch(self.run_id, tags=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
-        except Exception as exc:
-            log.warning(
-                "tags kept in %s for `mltrack sync`: store unavailable (%s)",
-                self.spool,
-                str(exc).splitlines()[0][:200],
-            )
-            self._spool_record({"type": "tags", "tags": flat})
+        if tags:
+            self.sink.put([Values("tags", tuple(limits.tags(tags).items()))])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Queue metrics; never waits for the store."""
         self.sink.log_many(metrics, step)
 
     def end_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        """Log an epoch's metrics (step = epoch), start their flush, then run epoch hooks."""
-        self.sink.log_many(metrics, epoch)
+        """Log an epoch's metrics (step = epoch) and send them now, then run the epoch hooks."""
+        self.sink.log_many(metrics, epoch, kick=True)
         for hook in self.epoch_hooks:
             hook(epoch, metrics)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        """Copy a file under the run's artifact root (``artifact_path`` may not leave it)."""
+        """Copy a file under the run's artifact root (``artifact_path`` may not leave it).
+
+        The journal keeps its own copy until the store has it, so the caller may delete
+        ``path`` as soon as this returns.
+        """
         if artifact_path and (
             Path(artifact_path).is_absolute() or ".." in Path(artifact_path).parts
         ):
@@ -223,54 +175,124 @@ class Run:
                 f"artifact_path {artifact_path!r} must stay inside the run's "
                 "artifact root (relative, no '..')"
             )
-        try:
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
-        except Exception as exc:  # the store is away: keep a copy for `mltrack sync`
-            kept = spool.keep_file(self.spool, path, artifact_path)
-            log.warning(
-                "artifact %s kept in %s for `mltrack sync`: store unavailable (%s)",
-                path.name,
-                kept,
-                str(exc).splitlines()[0][:200],
-            )
-            self._spool_record(
-                {"type": "artifact", "file": str(kept), "artifact_path": artifact_path}
-            )
+        kept = self.journal.keep_file(Path(path), artifact_path)
+        self.sink.put([Artifact(str(kept), artifact_path or None)])
 
     def log_text(self, text: str, artifact_file: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             target = Path(tmp) / Path(artifact_file).name
-            target.write_text(text)
-            parent = str(Path(artifact_file).parent)
-            self.log_artifact(target, None if parent == "." else parent)
+            target.write_text(limits.redact_uri(text))
+            self.log_artifact(target, _folder(artifact_file))
 
-    def mark_diverged(self, epoch: int, step: int, loss: float) -> None:
-        self.outcome = "diverged"
-        self.set_tags({"diverged_epoch": epoch, "diverged_step": step, "diverged_loss": loss})
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        """A matplotlib figure as a PNG artifact."""
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / Path(artifact_file).name
+            figure.savefig(target, dpi=100)
+            self.log_artifact(target, _folder(artifact_file))
 
-    def flush(self, timeout_s: float | None = FLUSH_TIMEOUT_S) -> bool:
+    def stop(self, outcome: str, error: str = "", **details: Any) -> None:
+        """A stop decision: training ends after this step or epoch; the first decision stands.
+
+        ``details`` become tags ``<outcome>_<name>`` (``diverged_step``, ...).
+        """
+        if outcome not in STATUS or outcome == "completed":
+            raise ValueError(f"outcome: got {outcome!r}, expected one of {', '.join(STATUS)}")
+        if self.stopping:
+            return
+        self.outcome, self.error = outcome, error
+        if details:
+            self.set_tags({f"{outcome}_{k}": v for k, v in details.items()})
+
+    @property
+    def stopping(self) -> bool:
+        return self.outcome != "completed"
+
+    def flush(self, timeout_s: float | None = END_TIMEOUT_S) -> bool:
         return self.sink.flush(timeout_s)
 
-    def _end(self, status: str, outcome: str, error: str | None) -> None:
-        left = self.sink.close(FLUSH_TIMEOUT_S)  # what it could not send is in the spool
-        tags = {"outcome": outcome, **({"error": error} if error else {})}
+    def finish(self) -> None:
+        """End the run with its outcome's status once the store has everything, else journal it.
+
+        Waits at most ``END_TIMEOUT_S`` (``MLTRACK_END_TIMEOUT_S``) for the store.
+        """
+        status = STATUS[self.outcome]
+        self.set_tags({"outcome": self.outcome, **({"error": self.error} if self.error else {})})
+        reason = "the store did not take everything in time"
+        if self.sink.close(END_TIMEOUT_S):
+            try:
+                self._client.set_terminated(self.run_id, status=status)
+                self.journal.delete()
+                return
+            except Exception as exc:
+                reason = limits.redact_uri(str(exc).splitlines()[0][:200] if str(exc) else "")
         try:
-            if left or self.spool.exists():  # the store may be back: deliver the spool first
-                spool.replay(self.spool, self.client)
-            self.set_tags(tags)
-            if self.spool.exists():  # tags were spooled: the end must wait for them too
-                raise ConnectionError("tags still undelivered")
-            self.client.set_terminated(self.run_id, status=status)
-        except Exception as exc:
-            self._spool_record({"type": "end", "status": status, "tags": tags})
-            log.error(
-                "run %s could not be ended on %s (%s); its data is in %s: run "
-                "`mltrack sync` when the store is back",
-                self.run_id,
-                self.tracking_uri,
-                exc,
-                self.spool,
-            )
+            self.journal.append([{"type": "end", "status": status}])
+        except OSError as exc:
+            log.error("run %s: could not journal its end (%s): it stays RUNNING", self.run_id, exc)
+            return
+        log.error(
+            "run %s could not be ended on %s (%s); everything it logged is in %s: run "
+            "`mltrack sync` when the store is back",
+            self.run_id,
+            limits.redact_uri(self.tracking_uri),
+            reason,
+            self.journal.path,
+        )
+
+    def detach(self) -> None:
+        """Stop writing to a run without ending it (a sweep's parent, shared with others)."""
+        if self.sink.close(END_TIMEOUT_S):
+            self.journal.delete()
+        else:  # `mltrack sync` delivers the rest and leaves the run's status alone
+            self.journal.append([{"type": "detach"}])
+
+    # -- the writer's side ------------------------------------------------------------------
+    def _deliver(self, unit: list[Record]) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        head = unit[0]
+        if isinstance(head, Values):
+            make = Param if head.kind == "params" else RunTag
+            items = [make(k, v) for k, v in head.values]
+            for i in range(0, len(items), limits.MAX_PARAMS_TAGS_PER_BATCH):
+                chunk = items[i : i + limits.MAX_PARAMS_TAGS_PER_BATCH]
+                self._client.log_batch(self.run_id, **{head.kind: chunk}, synchronous=True)
+        elif isinstance(head, Artifact):
+            self._client.log_artifact(self.run_id, head.file, head.artifact_path)
+        else:
+            points = [p for p in unit if isinstance(p, Point)]
+            metrics = [Metric(p.key, p.value, p.timestamp_ms, p.step) for p in points]
+            self._client.log_batch(self.run_id, metrics=metrics, synchronous=True)
+
+    def _heartbeat(self) -> None:
+        self._client.set_tag(self.run_id, HEARTBEAT_TAG, str(int(time.time())))
+
+
+def _folder(artifact_file: str) -> str | None:
+    parent = str(Path(artifact_file).parent)
+    return None if parent == "." else parent
+
+
+def tag_run(tracking_uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
+    """Tag a run this process does not hold open (a sweep marks its best trial's run)."""
+    from mlflow.entities import RunTag
+
+    items = [RunTag(k, v) for k, v in limits.tags(tags).items()]
+    _client(tracking_uri).log_batch(run_id, tags=items)
+
+
+def end_orphan(tracking_uri: str, run_id: str, error: str) -> bool:
+    """End a RUNNING run whose process died (doctor, a sweep's stale trial) as FAILED.
+
+    Returns False, touching nothing, if the run has already left RUNNING.
+    """
+    client = _client(tracking_uri)
+    if client.get_run(run_id).info.status != "RUNNING":
+        return False
+    tag_run(tracking_uri, run_id, {"outcome": "failed", "error": error})
+    client.set_terminated(run_id, STATUS["failed"])
+    return True
 
 
 # MLflow 3's UI opens an experiment in its GenAI (traces) view unless this tag says it is model
@@ -306,10 +328,8 @@ def start_run(
     parent: Run | None = None,
 ) -> Iterator[Run]:
     """Open a run (a child of ``parent`` if given) and end it with its true status."""
-    from mlflow import MlflowClient
-
     uri = resolve_tracking_uri(tracking_uri or (parent.tracking_uri if parent else None))
-    client = parent.client if parent else MlflowClient(tracking_uri=uri)
+    client = parent._client if parent else _client(uri)
     experiment_id = (
         parent.experiment_id if parent else _get_or_create_experiment(client, experiment, uri)
     )
@@ -324,28 +344,19 @@ def start_run(
     }
     if parent is not None:
         base_tags["mlflow.parentRunId"] = parent.run_id
-    created = client.create_run(experiment_id, run_name=run_name, tags=flatten(base_tags))
+    created = client.create_run(experiment_id, run_name=run_name, tags=limits.tags(base_tags))
     run = Run(client, created.info.run_id, experiment_id, uri)
-    status, outcome, error = "FINISHED", "completed", None
     try:
         run.set_tags(tags or {})
         run.log_params(params or {})
         yield run
-        outcome = run.outcome
-    except RunPruned:
-        status, outcome = "KILLED", "pruned"
-        raise
-    except RunDiverged:
-        status, outcome = "FAILED", "diverged"
-        raise
-    except (KeyboardInterrupt, Terminated) as exc:
-        status, outcome, error = "KILLED", "killed", type(exc).__name__
-        raise
     except BaseException as exc:
-        status, outcome, error = "FAILED", "failed", f"{type(exc).__name__}: {exc}"
+        # An exception overrides an earlier stop decision: it is what ended the run.
+        run.outcome = outcome_of(exc)
+        run.error = type(exc).__name__ if run.outcome == "killed" else describe(exc)
         raise
     finally:
-        run._end(status, outcome, error)
+        run.finish()
 
 
 @contextlib.contextmanager

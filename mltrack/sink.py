@@ -1,39 +1,37 @@
-"""Buffered, batched metric logging.
+"""A run's writer: everything a run logs, journaled to local disk, then delivered in order.
 
 On sqlite one ``log_metric`` call costs about 2.8 ms while ``log_batch`` of 1000 points runs at
-about 10,700 points/s (design.md §8), so a training step must never wait for the store. Points
-are appended to an in-memory queue (a lock and a list append) and a writer thread sends them
-with ``log_batch``, up to MLflow's 1000 metrics per call. ``flush()`` waits for what is queued;
-it is called at epoch end and when the run ends, also on failure.
+about 10,700 points/s (design.md §8), and a tracking server may be away for minutes, with
+MLflow's client retrying a single request for up to four minutes by default. So no caller ever
+waits for the store: ``put`` appends records (metric points, params, tags, artifact files) to a
+queue under a lock and returns. Two daemon threads do the rest:
 
-A store that fails (a server away, a locked database) does not end training: the points stay
-queued, the writer retries with back-off and warns once, and every point that failed once is
-appended to a local spool file (fsync'd), so a process that dies during the outage loses
-nothing: ``mltrack sync`` replays the spool later. Points keep the timestamp they were logged
-with, and MLflow's store drops exact duplicates, so a replay never counts a point twice. A
-spool whose points all arrived is deleted when the sink closes.
+- the **journal** thread appends what was queued to the run's journal (local disk, fsync'd)
+  every ``flush_interval_s``, or at once after ``kick()`` (the end of an epoch);
+- the **sender** thread delivers journaled records to the store in the order they were put:
+  consecutive metric points as one ``log_batch`` of up to 1000, params and tags as one record,
+  artifacts one file at a time. A failed delivery is retried with back-off, warned about once,
+  and never reordered or dropped.
 
-The writer thread also calls ``heartbeat`` every ``heartbeat_interval_s`` (a run uses it to
-touch a tag, so ``mltrack doctor`` can tell a live run from an orphan).
+So a record is on disk within ``flush_interval_s`` of being logged whatever the store does, and
+in the store as soon as the store takes it. ``flush`` waits for delivery; ``close`` journals
+everything, waits for delivery at most ``timeout_s`` and says whether it all arrived: what did
+not is in the journal for ``mltrack sync``. The sender also calls ``heartbeat`` every
+``heartbeat_interval_s`` (a run touches a tag, so ``mltrack doctor`` can tell it is alive).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any
 
-from mltrack import spool
+from mltrack.limits import MAX_METRICS_PER_BATCH, metric_key
 
 log = logging.getLogger(__name__)
-
-MAX_METRICS_PER_BATCH = 1000  # mlflow.utils.validation.MAX_METRICS_PER_BATCH
-_UNSAFE_KEY = re.compile(r"[^\w\-. /]")
 
 
 @dataclass(frozen=True)
@@ -44,161 +42,226 @@ class Point:
     timestamp_ms: int
 
 
-class BatchWriter(Protocol):
-    """What the sink needs from a store: write a batch of points, raise on failure."""
+@dataclass(frozen=True)
+class Values:
+    """Params or tags, already flattened, redacted and cut (``mltrack.limits``)."""
 
-    def __call__(self, points: list[Point]) -> None: ...
-
-
-def clean_key(key: str) -> str:
-    """MLflow accepts letters, digits, ``_ - . / `` and space in metric names; map the rest."""
-    cleaned = _UNSAFE_KEY.sub("_", key)
-    if cleaned != key:
-        log.warning("metric name %r is not valid in MLflow; logged as %r", key, cleaned)
-    return cleaned
+    kind: str  # "params" | "tags"
+    values: tuple[tuple[str, str], ...]
 
 
-class MetricSink:
+@dataclass(frozen=True)
+class Artifact:
+    file: str  # a copy the journal owns
+    artifact_path: str | None
+
+
+Record = Point | Values | Artifact
+
+
+def as_json(record: Record) -> dict[str, Any]:
+    """A record as the journal writes it (``mltrack.spool`` reads it back)."""
+    if isinstance(record, Point):
+        return {
+            "type": "metric",
+            "key": record.key,
+            "value": record.value,
+            "step": record.step,
+            "timestamp_ms": record.timestamp_ms,
+        }
+    if isinstance(record, Values):
+        return {"type": record.kind, "values": dict(record.values)}
+    return {"type": "artifact", "file": record.file, "artifact_path": record.artifact_path}
+
+
+def next_unit(records: list[Record]) -> list[Record]:
+    """What one store call delivers from the head: a run of points (≤ 1000) or one record."""
+    if not records or not isinstance(records[0], Point):
+        return records[:1]
+    unit: list[Record] = []
+    for record in records[:MAX_METRICS_PER_BATCH]:
+        if not isinstance(record, Point):
+            break
+        unit.append(record)
+    return unit
+
+
+class Sink:
     def __init__(
         self,
-        write: BatchWriter,
+        deliver: Callable[[list[Record]], None],
         *,
+        journal: Callable[[list[Record]], None] | None = None,
         flush_interval_s: float = 2.0,
         retry_interval_s: float = 1.0,
         max_retry_interval_s: float = 30.0,
-        spool: Path | None = None,
-        spool_header: Mapping[str, str] | None = None,
         heartbeat: Callable[[], None] | None = None,
         heartbeat_interval_s: float = 30.0,
     ) -> None:
-        self._write = write
-        self.spool = spool
-        self._spool_header = dict(spool_header or {})
-        self._spooled: set[Point] = set()
-        self._heartbeat = heartbeat
-        self._heartbeat_interval_s = heartbeat_interval_s
-        self._last_heartbeat = time.monotonic()
+        self._deliver = deliver
+        self._journal = journal
         self._flush_interval_s = flush_interval_s
         self._retry_interval_s = retry_interval_s
         self._max_retry_interval_s = max_retry_interval_s
-        self._queue: list[Point] = []
+        self._heartbeat = heartbeat
+        self._heartbeat_interval_s = heartbeat_interval_s
+        self._last_beat = time.monotonic()
         self._cond = threading.Condition()
-        self._in_flight = 0
+        self._incoming: list[Record] = []  # put, not yet journaled
+        self._journaling = 0  # taken by the journal thread, not yet handed on
+        self._outgoing: list[Record] = []  # journaled, not yet delivered (head may be in flight)
+        self._kicked = False
         self._closed = False
         self._failing = False
         self._written = 0
-        self._writer_cpu_s = 0.0
-        self._thread = threading.Thread(target=self._run, name="mltrack-sink", daemon=True)
-        self._thread.start()
+        self._cpu_s = 0.0
+        self._threads = [
+            threading.Thread(target=self._journal_loop, name="mltrack-journal", daemon=True),
+            threading.Thread(target=self._send_loop, name="mltrack-sender", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    # -- producer side: cheap, never touches the store -------------------------------------
+    # -- producer side: cheap, never touches disk or store --------------------------------
+    def put(self, records: Iterable[Record], *, kick: bool = False) -> None:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the run's writer is closed")
+            self._incoming.extend(records)
+            if kick or len(self._incoming) >= MAX_METRICS_PER_BATCH:
+                self._kicked = True
+                self._cond.notify_all()
+
     def log(self, key: str, value: float, step: int, timestamp_ms: int | None = None) -> None:
         self.log_many({key: value}, step, timestamp_ms)
 
     def log_many(
-        self, metrics: Mapping[str, float], step: int, timestamp_ms: int | None = None
+        self,
+        metrics: Mapping[str, float],
+        step: int,
+        timestamp_ms: int | None = None,
+        *,
+        kick: bool = False,
     ) -> None:
         ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
-        points = [Point(clean_key(k), float(v), int(step), ts) for k, v in metrics.items()]
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("metric sink is closed")
-            self._queue.extend(points)
-            if len(self._queue) >= MAX_METRICS_PER_BATCH:
-                self._cond.notify_all()
+        self.put(
+            [Point(metric_key(k), float(v), int(step), ts) for k, v in metrics.items()], kick=kick
+        )
 
-    # -- consumer side ----------------------------------------------------------------------
+    def kick(self) -> None:
+        """Journal and send what is queued now rather than at the next interval."""
+        with self._cond:
+            self._kicked = True
+            self._cond.notify_all()
+
+    # -- state --------------------------------------------------------------------------------
     @property
     def pending(self) -> int:
+        """Records put but not yet delivered."""
         with self._cond:
-            return len(self._queue) + self._in_flight
+            return len(self._incoming) + self._journaling + len(self._outgoing)
 
     @property
     def written(self) -> int:
+        """Records delivered (each metric point counts one)."""
         with self._cond:
             return self._written
 
     @property
     def writer_cpu_s(self) -> float:
-        """CPU seconds the writer thread has spent sending batches (the sink's own cost)."""
+        """CPU seconds the journal and sender threads spent (the writer's own cost)."""
         with self._cond:
-            return self._writer_cpu_s
+            return self._cpu_s
 
-    def flush(self, timeout_s: float | None = None) -> bool:
-        """Wait until every point queued so far is written; False if the timeout came first."""
+    def _wait(self, done: Callable[[], bool], timeout_s: float | None) -> bool:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
+            self._kicked = True
             self._cond.notify_all()
-            while self._queue or self._in_flight:
+            while not done():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._cond.wait(timeout=remaining if remaining is not None else 0.5)
+                self._cond.wait(timeout=0.5 if remaining is None else min(remaining, 0.5))
             return True
 
-    def close(self, timeout_s: float | None = None) -> list[Point]:
-        """Flush, stop the writer, and return the points that could not be written."""
-        self.flush(timeout_s)
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until everything put so far is delivered; False if the timeout came first."""
+        return self._wait(
+            lambda: not (self._incoming or self._journaling or self._outgoing), timeout_s
+        )
+
+    def close(self, timeout_s: float | None = None) -> bool:
+        """Journal everything, wait at most ``timeout_s`` for delivery, stop. All delivered?"""
+        self._wait(lambda: not (self._incoming or self._journaling), None)  # local disk only
+        delivered = self.flush(timeout_s)
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout=5)
-        with self._cond:
-            left, self._queue = self._queue, []
-        self._to_spool(left)
-        if not left and self.spool is not None and self.spool.exists() and self._spooled:
-            self.spool.unlink()  # everything that was spooled has reached the store
-        return left
+        self._threads[0].join(timeout=5)
+        if delivered:
+            self._threads[1].join(timeout=5)
+        # Otherwise the sender may be inside a request MLflow retries for minutes: it is a
+        # daemon, and what it holds is in the journal.
+        return delivered
 
-    def _to_spool(self, points: Iterable[Point]) -> None:
-        """Append points not yet spooled to the spool file, durably."""
-        fresh = [p for p in points if p not in self._spooled]
-        if self.spool is None or not fresh:
-            return
-        spool.append(
-            self.spool, self._spool_header, ({"type": "metric", **asdict(p)} for p in fresh)
-        )
-        self._spooled.update(fresh)
+    # -- the two threads ------------------------------------------------------------------------
+    def _journal_loop(self) -> None:
+        while True:
+            with self._cond:
+                if not self._kicked and not self._closed:
+                    self._cond.wait(timeout=self._flush_interval_s)
+                self._kicked = False
+                batch, self._incoming = self._incoming, []
+                self._journaling = len(batch)
+                if self._closed and not batch:
+                    return
+            start = time.thread_time()
+            if batch and self._journal is not None:
+                try:
+                    self._journal(batch)
+                except OSError as exc:  # the store may still take them; say what is at risk
+                    log.error("could not journal %d record(s) to local disk: %s", len(batch), exc)
+            with self._cond:
+                self._outgoing.extend(batch)
+                self._journaling = 0
+                self._cpu_s += time.thread_time() - start
+                self._cond.notify_all()
 
     def _beat(self) -> None:
         if self._heartbeat is None:
             return
-        if time.monotonic() - self._last_heartbeat < self._heartbeat_interval_s:
+        if time.monotonic() - self._last_beat < self._heartbeat_interval_s:
             return
-        self._last_heartbeat = time.monotonic()
+        self._last_beat = time.monotonic()
         try:
             self._heartbeat()
-        except Exception as exc:  # the store is away; the metrics path reports that
+        except Exception as exc:  # the store is away; the delivery path reports that
             log.debug("heartbeat failed: %s", exc)
 
-    def _run(self) -> None:
+    def _send_loop(self) -> None:
         backoff = self._retry_interval_s
         while True:
             self._beat()
             with self._cond:
-                if not self._queue and not self._closed:
+                if not self._outgoing and not self._closed:
                     self._cond.wait(timeout=self._flush_interval_s)
-                if self._closed and (not self._queue or self._failing):
+                if self._closed and (not self._outgoing or self._failing):
                     return
-                batch = self._queue[:MAX_METRICS_PER_BATCH]
-                del self._queue[: len(batch)]
-                self._in_flight = len(batch)
-            if not batch:
+                unit = next_unit(self._outgoing)
+            if not unit:
                 continue
-            cpu_start = time.thread_time()
+            start = time.thread_time()
             try:
-                self._write(batch)
-            except Exception as exc:  # the store is away: keep the points, retry later
-                try:
-                    self._to_spool(batch)
-                except OSError as spool_error:
-                    log.error("could not spool metric points locally: %s", spool_error)
+                self._deliver(unit)
+            except Exception as exc:  # the store is away: keep the unit at the head, retry
                 with self._cond:
-                    self._writer_cpu_s += time.thread_time() - cpu_start
-                    self._queue[:0] = batch
-                    self._in_flight = 0
+                    self._cpu_s += time.thread_time() - start
                     if not self._failing:
-                        log.warning("metric store unavailable, points kept for retry: %s", exc)
+                        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+                        log.warning(
+                            "tracking store unavailable, records kept for retry: %s", reason
+                        )
                     self._failing = True
                     self._cond.notify_all()
                     self._cond.wait(timeout=backoff)
@@ -207,9 +270,9 @@ class MetricSink:
             backoff = self._retry_interval_s
             with self._cond:
                 if self._failing:
-                    log.warning("metric store reachable again")
+                    log.warning("tracking store reachable again")
                 self._failing = False
-                self._in_flight = 0
-                self._written += len(batch)
-                self._writer_cpu_s += time.thread_time() - cpu_start
+                del self._outgoing[: len(unit)]
+                self._written += len(unit)
+                self._cpu_s += time.thread_time() - start
                 self._cond.notify_all()

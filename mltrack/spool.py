@@ -1,11 +1,18 @@
-"""The local spool: what a run could not send to its store, on disk until ``mltrack sync``.
+"""A run's journal on local disk, and ``mltrack sync``, which delivers what a journal holds.
 
-One JSON-lines file per run (``<spool dir>/<run_id>.jsonl``): a header naming the run and its
-tracking URI, then ``metric``, ``tags``, ``artifact`` (a copy kept in ``<run_id>.files/``) and
-``end`` records in the order they happened. Each
-append is fsync'd. Replaying is idempotent: metric points keep their original timestamps and
-MLflow's store drops exact duplicates, tags are overwritten with the same values, and ending
-an ended run again sets the same status.
+Every open run owns one journal: ``<spool dir>/<run_id>-<tag>.jsonl`` (the tag keeps two
+processes that write to one shared run, such as sweep workers and their parent run, apart),
+with copies of artifact files in ``<same name>.files/``. The run's writer appends each record
+(metric points, params, tags, artifacts) before it sends it, each append fsync'd, so a process
+that dies at any moment, the store away or not, leaves everything it logged on disk. A run
+that ended with everything delivered deletes its journal; otherwise it appends an ``end``
+record and ``mltrack sync`` delivers the lot later (a process that only wrote to a run others
+end, a sweep's shared parent, appends ``detach``: delivered, but not ended).
+
+Replaying is idempotent: metric points keep their timestamps and MLflow's store drops exact
+duplicates, params and tags are set to the same values again, an artifact overwrites itself,
+and ending an ended run sets the same status. Only a replay that delivered everything deletes
+the journal.
 """
 
 from __future__ import annotations
@@ -13,51 +20,97 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MAX_METRICS_PER_BATCH = 1000
+from mltrack import process
+from mltrack.limits import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH, tags
 
 
-def append(path: Path, header: Mapping[str, Any], records: Iterable[Mapping[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fresh = not path.exists()
-    with path.open("a") as handle:
-        if fresh:
-            handle.write(json.dumps({"type": "run", **header}) + "\n")
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+def spool_dir() -> Path:
+    """Where journals live (``MLTRACK_SPOOL_DIR``, default ``~/.cache/mltrack/spool``)."""
+    return Path(os.environ.get("MLTRACK_SPOOL_DIR") or Path.home() / ".cache/mltrack/spool")
 
 
-def keep_file(path: Path, source: Path, artifact_path: str | None) -> Path:
-    """Copy an artifact beside the spool file (``<run_id>.files/``) until it can be sent."""
-    folder = path.with_suffix(".files") / (artifact_path or "")
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / source.name
-    shutil.copy2(source, target)
-    with target.open("rb") as handle:
-        os.fsync(handle.fileno())
-    return target
+class Journal:
+    """One run's journal file (and its folder of artifact copies), owned by one ``Run``."""
+
+    def __init__(self, folder: Path, run_id: str, tracking_uri: str) -> None:
+        self.path = folder / f"{run_id}-{uuid.uuid4().hex[:8]}.jsonl"
+        self.files = self.path.with_suffix(".files")
+        # The header says whose journal this is, so `mltrack sync` never replays a live one.
+        self.header = {"run_id": run_id, "tracking_uri": tracking_uri, **process.identity()}
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def append(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Append records durably (fsync'd); the first append writes the header."""
+        lines = [json.dumps(r) for r in records]
+        if not lines:
+            return
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fresh = not self.path.exists()
+        with self.path.open("a") as handle:
+            if fresh:
+                handle.write(json.dumps({"type": "run", **self.header}) + "\n")
+            handle.write("\n".join(lines) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def keep_file(self, source: Path, artifact_path: str | None) -> Path:
+        """A durable copy of an artifact file, which the caller may delete once we return."""
+        folder = self.files / uuid.uuid4().hex[:8]  # two files of one name never collide
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        target = folder / source.name
+        shutil.copy2(source, target)
+        with target.open("rb") as handle:
+            os.fsync(handle.fileno())
+        return target
+
+    def delete(self) -> None:
+        self.path.unlink(missing_ok=True)
+        shutil.rmtree(self.files, ignore_errors=True)
 
 
 def read(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if not lines or lines[0].get("type") != "run":
-        raise ValueError(f"{path}: not an mltrack spool file (no header)")
+        raise ValueError(f"{path}: not an mltrack journal (no header)")
     return lines[0], lines[1:]
 
 
-def replay(path: Path, client: Any = None) -> dict[str, int]:
-    """Send a spool file's records to its store, then delete it; raise if the store is away."""
+@dataclass
+class Replayed:
+    metrics: int = 0
+    params: int = 0
+    tags: int = 0
+    artifacts: int = 0
+    ended: str = ""  # the status the run was ended with here, if any
+
+
+def _values(record: Mapping[str, Any]) -> dict[str, str]:
+    # Journals of version 1 named the field "tags" and kept the end's tags in its record.
+    return dict(record.get("values", record.get("tags", {})))
+
+
+def replay(path: Path, client: Any = None) -> Replayed:
+    """Deliver a journal to its store, then delete it; raise (keeping it) if the store is away.
+
+    A journal with no ``end`` record whose process is gone belonged to a run that died
+    (SIGKILL, OOM killer): it is ended FAILED with the reason, unless the store already shows
+    it ended (``mltrack doctor`` got there first).
+    """
     from mlflow import MlflowClient
-    from mlflow.entities import Metric, RunTag
+    from mlflow.entities import Metric, Param, RunTag
 
     header, records = read(path)
     client = client or MlflowClient(tracking_uri=header["tracking_uri"])
     run_id = header["run_id"]
+    done = Replayed()
     metrics = [
         Metric(r["key"], r["value"], r["timestamp_ms"], r["step"])
         for r in records
@@ -65,20 +118,54 @@ def replay(path: Path, client: Any = None) -> dict[str, int]:
     ]
     for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
         client.log_batch(run_id, metrics=metrics[i : i + MAX_METRICS_PER_BATCH])
-    tags = {k: v for r in records if r["type"] in ("tags", "end") for k, v in r["tags"].items()}
-    if tags:
-        client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-    artifacts = [r for r in records if r["type"] == "artifact"]
-    for record in artifacts:
-        client.log_artifact(run_id, record["file"], record["artifact_path"])
-    ends = [r for r in records if r["type"] == "end"]
+    done.metrics = len(metrics)
+    params = {k: v for r in records if r["type"] == "params" for k, v in _values(r).items()}
+    tag_values = {
+        k: v for r in records if r["type"] in ("tags", "end") for k, v in _values(r).items()
+    }
+    for kind, values in (("params", params), ("tags", tag_values)):
+        items = [(Param if kind == "params" else RunTag)(k, v) for k, v in values.items()]
+        for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
+            client.log_batch(run_id, **{kind: items[i : i + MAX_PARAMS_TAGS_PER_BATCH]})
+    done.params, done.tags = len(params), len(tag_values)
+    for record in records:
+        if record["type"] == "artifact":
+            client.log_artifact(run_id, record["file"], record["artifact_path"])
+            done.artifacts += 1
+    ends = [r for r in records if r["type"] in ("end", "detach")]
     if ends:
-        client.set_terminated(run_id, status=ends[-1]["status"])
+        done.ended = ends[-1].get("status") or ""
+    elif client.get_run(run_id).info.status == "RUNNING":
+        reason = (
+            f"process {header.get('pid')} on {header.get('host')} ended without ending the "
+            "run; ended by mltrack sync"
+        )
+        client.log_batch(
+            run_id,
+            tags=[RunTag(k, v) for k, v in tags({"outcome": "failed", "error": reason}).items()],
+        )
+        done.ended = "FAILED"
+    if done.ended:
+        client.set_terminated(run_id, status=done.ended)
     path.unlink()
     shutil.rmtree(path.with_suffix(".files"), ignore_errors=True)
-    return {
-        "metrics": len(metrics),
-        "tags": len(tags),
-        "artifacts": len(artifacts),
-        "ended": len(ends),
-    }
+    return done
+
+
+def pending(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+
+
+def ready_to_replay(path: Path) -> bool:
+    """Ended journals always; unended ones only once their process is known to be gone."""
+    header, records = read(path)
+    if any(r["type"] in ("end", "detach") for r in records):
+        return True
+    return (
+        process.is_gone(
+            str(header.get("host", "")),
+            int(header.get("pid", 0)),
+            float(header.get("pid_start", 0)),
+        )
+        is True
+    )

@@ -236,7 +236,7 @@ def fit(
             if window_end:
                 total = float(window_loss)  # one host sync per optimizer step
                 if not math.isfinite(total):
-                    run.mark_diverged(epoch, micro_step - 1, total)
+                    run.stop("diverged", epoch=epoch, step=micro_step - 1, loss=total)
                     break
                 loss_sum += total
                 window_loss.zero_()
@@ -266,6 +266,8 @@ def fit(
         scores = evaluate(model, test_loader, loss_fn, settings, precision)
         record.update({f"val_{k}": v for k, v in scores.items()})
         run.end_epoch(epoch, record)
+        if run.stopping:  # an epoch hook (a sweep's pruner) decided to stop
+            break
         print(
             f"epoch {epoch + 1}/{epochs} - {record['epoch_wall_s']:.1f}s "
             f"(data wait {data_wait:.1f}s) - loss {record['loss']:.4f} - val_loss "

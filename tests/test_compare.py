@@ -18,7 +18,7 @@ def log_run(store, precision, metrics, outcome="completed", hw=CPU, experiment="
     with start_run(experiment, params={"precision": precision}, tags=hw, tracking_uri=store) as run:
         run.log_metrics(metrics, step=0)
         if outcome == "diverged":
-            run.mark_diverged(0, 5, float("nan"))
+            run.stop("diverged", epoch=0, step=5, loss=float("nan"))
     return run.run_id
 
 

@@ -87,6 +87,6 @@ def test_nan_loss_stops_training_as_diverged_with_the_step(store, client, mk):
             run, tiny(mk), x, y, epochs=5, batch_size=32, watch_steps=True, verbose=0, shuffle=False
         )
     [r] = all_runs(client, "k")
-    assert r.data.tags["outcome"] == "diverged" and r.info.status == "FINISHED"
+    assert r.data.tags["outcome"] == "diverged" and r.info.status == "FAILED"
     assert r.data.tags["diverged_step"] == "3" and r.data.tags["diverged_epoch"] == "0"
     assert len(client.get_metric_history(r.info.run_id, "loss")) == 1  # stopped in epoch 0

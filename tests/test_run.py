@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
 
 from mltrack.errors import Terminated
-from mltrack.run import REDACTED, RunPruned, start_run
+from mltrack.limits import REDACTED
+from mltrack.run import STATUS, start_run
 from tests.conftest import all_runs
 
 
@@ -52,15 +56,50 @@ def test_interrupt_or_sigterm_kills_the_run(store, client, signal_exc):
     assert (r.info.status, r.data.tags["outcome"]) == ("KILLED", "killed")
 
 
-def test_pruned_and_diverged_outcomes(store, client):
-    with pytest.raises(RunPruned), start_run("exp", run_name="pruned", tracking_uri=store):
-        raise RunPruned()
+def test_stop_decisions_end_the_run_with_their_status_and_the_first_one_stands(store, client):
+    with start_run("exp", run_name="pruned", tracking_uri=store) as run:
+        run.stop("pruned", epoch=2)
+        assert run.stopping
     with start_run("exp", run_name="diverged", tracking_uri=store) as run:
-        run.mark_diverged(epoch=0, step=17, loss=float("nan"))
+        run.stop("diverged", epoch=0, step=17, loss=float("nan"))
+        run.stop("pruned", epoch=1)  # too late: the run already diverged
     pruned, diverged = all_runs(client, "exp")
     assert (pruned.info.status, pruned.data.tags["outcome"]) == ("KILLED", "pruned")
-    assert (diverged.info.status, diverged.data.tags["outcome"]) == ("FINISHED", "diverged")
+    assert pruned.data.tags["pruned_epoch"] == "2"
+    assert (diverged.info.status, diverged.data.tags["outcome"]) == ("FAILED", "diverged")
     assert diverged.data.tags["diverged_step"] == "17"
+    assert "pruned_epoch" not in diverged.data.tags
+    with pytest.raises(ValueError, match="outcome: got 'done', expected one of"):
+        run.stop("done")
+
+
+@pytest.mark.parametrize(
+    ("exc", "outcome"),
+    [(MemoryError("no room"), "infeasible"), (ValueError("bad"), "failed")],
+)
+def test_an_exception_ends_the_run_with_the_outcome_it_maps_to(store, client, exc, outcome):
+    with pytest.raises(type(exc)), start_run("exp", tracking_uri=store) as run:
+        run.stop("diverged")  # an exception overrides an earlier stop decision
+        raise exc
+    [r] = all_runs(client, "exp")
+    assert (r.info.status, r.data.tags["outcome"]) == (STATUS[outcome], outcome)
+    assert r.data.tags["error"] == f"{type(exc).__name__}: {exc}"
+
+
+def test_an_epoch_is_in_the_store_within_a_second_of_its_end(store, client):
+    """README: metrics are flushed at epoch end (not at the writer's next 2 s interval)."""
+    with start_run("exp", tracking_uri=store) as run:
+        run.end_epoch(0, {"warm": 1.0})
+        assert run.flush(30)
+        waits = []
+        for epoch in range(1, 4):
+            run.end_epoch(epoch, {"loss": float(epoch)})
+            ended = time.monotonic()
+            while len(client.get_metric_history(run.run_id, "loss")) < epoch:
+                assert time.monotonic() - ended < 1.0, f"epoch {epoch} not stored within 1 s"
+                time.sleep(0.02)
+            waits.append(time.monotonic() - ended)
+    assert max(waits) < 1.0
 
 
 def test_nested_runs_for_repeats(store, client):
@@ -119,6 +158,29 @@ def test_secret_looking_values_never_reach_the_store(store, client):
     assert r.data.params["api_key"] == REDACTED
     assert r.data.params["auth.token"] == REDACTED
     assert r.data.params["monkey"] == "ok" and r.data.params["keyboard"] == "ok"
+
+
+def test_credentials_in_uris_are_redacted_wherever_they_are_logged(store, client):
+    planted = "pl4nted-Secret"
+    with start_run(
+        "exp",
+        params={
+            "tracking_uri": f"http://admin:{planted}@127.0.0.1:5000",
+            "sweep.passthrough": f"--epochs 1 --storage postgresql://u:{planted}@db:5432/optuna",
+        },
+        tags={"note": f"mysql+pymysql://root:{planted}@host/db?x=1"},
+        tracking_uri=store,
+    ) as run:
+        run.log_text(f"server: https://me:{planted}@example.org/path", "notes/where.md")
+        run.stop("failed", error=f"could not reach postgresql://u:{planted}@db/optuna")
+    [r] = all_runs(client, "exp")
+    assert r.data.params["tracking_uri"] == "http://admin:<redacted>@127.0.0.1:5000"
+    assert "postgresql://u:<redacted>@db:5432/optuna" in r.data.params["sweep.passthrough"]
+    assert r.data.tags["note"] == "mysql+pymysql://root:<redacted>@host/db?x=1"
+    values = [*r.data.params.values(), *r.data.tags.values()]
+    assert not [v for v in values if planted in v]
+    text = client.download_artifacts(run.run_id, "notes/where.md")
+    assert planted not in Path(text).read_text()
 
 
 def test_default_store_is_sqlite_under_mlruns(tmp_path, monkeypatch):

@@ -1,49 +1,94 @@
-"""No lost data: the local spool while the store is away, and its idempotent replay."""
+"""No lost data: each run's journal, its idempotent replay, and ``mltrack sync``.
+
+The store is a real sqlite MLflow store; where a test needs it "away" for a moment it makes
+the run's client fail (unit tests may fake). The same faults against a real tracking server
+and real processes are in tests/test_server.py.
+"""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from mltrack import cli, spool
 from mltrack.run import start_run
-from mltrack.sink import MetricSink
+from mltrack.spool import Journal
 from tests.conftest import all_runs
-from tests.test_sink import FakeStore
-
-HEADER = {"run_id": "r1", "tracking_uri": "sqlite:///x.db"}
 
 
-def test_failed_points_are_spooled_durably_and_the_spool_dropped_once_delivered(tmp_path):
-    store = FakeStore()
-    store.failing.set()
-    path = tmp_path / "r1.jsonl"
-    sink = MetricSink(
-        store, flush_interval_s=0.01, retry_interval_s=0.01, spool=path, spool_header=HEADER
-    )
-    for step in range(5):
-        sink.log("loss", float(step), step)
-    assert not sink.flush(timeout_s=0.3)
-    header, records = spool.read(path)
-    assert header == {"type": "run", **HEADER}
-    assert sorted(r["step"] for r in records) == [0, 1, 2, 3, 4]  # each spooled once
-    store.failing.clear()
-    assert sink.flush(timeout_s=5)
-    assert sink.close() == [] and not path.exists()
-    assert sorted(p.step for p in store.points) == [0, 1, 2, 3, 4]
+@pytest.fixture
+def spool_dir(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "spool"
+    monkeypatch.setenv("MLTRACK_SPOOL_DIR", str(folder))
+    return folder
 
 
-def test_a_process_dying_during_the_outage_leaves_everything_in_the_spool(tmp_path):
-    store = FakeStore()
-    store.failing.set()
-    path = tmp_path / "r1.jsonl"
-    sink = MetricSink(
-        store, flush_interval_s=0.01, retry_interval_s=0.01, spool=path, spool_header=HEADER
-    )
-    sink.log_many({"loss": 1.0, "acc": 0.5}, 0)
-    left = sink.close(timeout_s=0.2)  # what a dying process would leave behind
-    assert len(left) == 2
-    _, records = spool.read(path)
-    assert {(r["key"], r["step"]) for r in records} == {("loss", 0), ("acc", 0)}
+def refused(*args, **kwargs):
+    raise ConnectionError("Connection refused")
+
+
+def test_a_run_journals_what_it_logs_and_drops_the_journal_once_delivered(store, client, spool_dir):
+    with start_run("j", params={"lr": 0.1}, tracking_uri=store) as run:
+        run.end_epoch(0, {"loss": 1.0})
+        run.set_tags({"phase": "a"})
+        assert run.flush(10)
+        header, records = spool.read(run.journal.path)
+        assert header["run_id"] == run.run_id and header["pid"] > 0
+        assert [r["type"] for r in records] == ["params", "metric", "tags"]
+    assert not list(spool_dir.glob("*"))  # everything arrived: nothing left behind
+    [r] = all_runs(client, "j")
+    assert r.info.status == "FINISHED" and r.data.tags["phase"] == "a"
+
+
+def test_tags_and_artifacts_logged_while_away_survive_the_points_arriving(
+    store, client, spool_dir, tmp_path, monkeypatch
+):
+    """Regression: v1's metric sink deleted the shared spool file once its own points were
+    delivered, with the tags and artifact records written into it during the same outage;
+    the run then ended FINISHED without its model files and without ``reload_ok``."""
+    model = tmp_path / "model.json"
+    model.write_text("{}")
+    with start_run("away", tracking_uri=store) as run:
+        monkeypatch.setattr(run._client, "log_artifact", refused)
+        run.end_epoch(0, {"loss": 1.0})
+        run.log_artifact(model, "model")
+        run.set_tags({"reload_ok": "true"})
+        model.unlink()  # the caller's temporary file is gone; the journal kept a copy
+        assert not run.flush(0.5)  # stuck at the artifact, the tag waits behind it
+        monkeypatch.undo()
+    r = client.get_run(run.run_id)
+    assert r.info.status == "FINISHED" and r.data.tags["reload_ok"] == "true"
+    assert [a.path for a in client.list_artifacts(run.run_id, "model")] == ["model/model.json"]
+    assert not list(spool_dir.glob("*"))
+
+
+def test_still_away_at_the_end_leaves_the_run_to_mltrack_sync(
+    store, client, spool_dir, tmp_path, monkeypatch
+):
+    monkeypatch.setattr("mltrack.run.END_TIMEOUT_S", 0.5)
+    model = tmp_path / "model.json"
+    model.write_text("{}")
+    with start_run("away", tracking_uri=store) as run:
+        monkeypatch.setattr(run._client, "log_artifact", refused)
+        run.end_epoch(0, {"loss": 1.0})
+        run.log_artifact(model, "model")
+        run.set_tags({"reload_ok": "true"})
+    assert client.get_run(run.run_id).info.status == "RUNNING"  # waits for sync
+    _, records = spool.read(run.journal.path)
+    assert records[-1] == {"type": "end", "status": "FINISHED"}
+    monkeypatch.undo()
+    monkeypatch.setenv("MLTRACK_SPOOL_DIR", str(spool_dir))
+    assert cli.main(["sync"]) == 0
+    r = client.get_run(run.run_id)
+    assert r.info.status == "FINISHED"
+    assert r.data.tags["reload_ok"] == "true" and r.data.tags["outcome"] == "completed"
+    assert [a.path for a in client.list_artifacts(run.run_id, "model")] == ["model/model.json"]
+    assert [m.step for m in client.get_metric_history(run.run_id, "loss")] == [0]
+    assert not list(spool_dir.glob("*"))
 
 
 def test_replay_twice_counts_each_point_once_and_ends_the_run(store, client, tmp_path):
@@ -51,58 +96,50 @@ def test_replay_twice_counts_each_point_once_and_ends_the_run(store, client, tmp
         run.end_epoch(0, {"loss": 3.0})
     run_id = run.run_id
     client.set_terminated(run_id, "RUNNING")  # as if the end never reached the store
-    path = tmp_path / f"{run_id}.jsonl"
+    journal = Journal(tmp_path, run_id, store)
     records = [
         {"type": "metric", "key": "loss", "value": v, "step": s, "timestamp_ms": 1000 + s}
         for s, v in ((1, 2.0), (2, 1.0))
     ]
-    records.append({"type": "end", "status": "FINISHED", "tags": {"outcome": "completed"}})
-    spool.append(path, {"run_id": run_id, "tracking_uri": store}, records)
+    records += [
+        {"type": "tags", "values": {"outcome": "completed"}},
+        {"type": "end", "status": "FINISHED"},
+    ]
+    journal.append(records)
     copy = tmp_path / "copy.jsonl"
-    copy.write_text(path.read_text())
-    assert spool.replay(path) == {"metrics": 2, "tags": 1, "artifacts": 0, "ended": 1}
-    assert spool.replay(copy)["metrics"] == 2  # the same records again
+    copy.write_text(journal.path.read_text())
+    done = spool.replay(journal.path)
+    assert (done.metrics, done.tags, done.artifacts, done.ended) == (2, 1, 0, "FINISHED")
+    assert spool.replay(copy).metrics == 2  # the same records again
     history = [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")]
     assert sorted(history) == [(0, 3.0), (1, 2.0), (2, 1.0)]
     [r] = all_runs(client, "spool")
-    assert r.info.status == "FINISHED" and not path.exists()
+    assert r.info.status == "FINISHED" and not journal.exists()
 
 
-def test_spool_lines_are_plain_json(tmp_path):
-    path = tmp_path / "x.jsonl"
-    spool.append(path, HEADER, [{"type": "tags", "tags": {"a": "1"}}])
-    assert [json.loads(line)["type"] for line in path.read_text().splitlines()] == ["run", "tags"]
-
-
-def test_artifacts_logged_while_the_store_is_away_are_kept_and_synced(
-    store, client, tmp_path, monkeypatch
-):
-    monkeypatch.setenv("MLTRACK_SPOOL_DIR", str(tmp_path / "spool"))
-    model = tmp_path / "model.json"
-    model.write_text("{}")
-
-    def refused(*args, **kwargs):
-        raise ConnectionError("Connection refused")
-
-    # 1. Away during the run, back at its end: delivered when the run ends.
-    with start_run("away", tracking_uri=store) as run:
-        real = run.client.log_artifact
-        monkeypatch.setattr(run.client, "log_artifact", refused)
-        run.log_artifact(model, "model")  # does not raise: kept for later
-        assert (tmp_path / "spool" / f"{run.run_id}.files" / "model" / "model.json").exists()
-        monkeypatch.setattr(run.client, "log_artifact", real)
-    assert [a.path for a in client.list_artifacts(run.run_id, "model")] == ["model/model.json"]
-    assert client.get_run(run.run_id).info.status == "FINISHED"
-
-    # 2. Still away when the run ends: the run waits, RUNNING, for `mltrack sync`.
-    with start_run("away", tracking_uri=store) as run:
-        monkeypatch.setattr(run.client, "log_artifact", refused)
-        run.log_artifact(model, "model")
-    kept = tmp_path / "spool" / f"{run.run_id}.files" / "model" / "model.json"
-    assert kept.read_text() == "{}" and client.get_run(run.run_id).info.status == "RUNNING"
-    monkeypatch.undo()
-    monkeypatch.setenv("MLTRACK_SPOOL_DIR", str(tmp_path / "spool"))
+def test_sync_ends_the_run_of_a_dead_process_and_leaves_a_live_one_alone(store, client, spool_dir):
+    with start_run("dead", tracking_uri=store) as run:
+        run.end_epoch(0, {"loss": 1.0})
+    client.set_terminated(run.run_id, "RUNNING")
+    # A journal as a SIGKILLed process leaves it: its records, no end.
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,
+                          capture_output=True, check=True)  # fmt: skip
+    journal = Journal(spool_dir, run.run_id, store)
+    journal.header.update(pid=int(gone.stdout), pid_start=1.0)
+    point = {"type": "metric", "key": "loss", "value": 0.5, "step": 1, "timestamp_ms": 5}
+    journal.append([point])
+    mine = Journal(spool_dir, run.run_id, store)  # this (live) process's journal
+    mine.append([{**point, "step": 2}])
     assert cli.main(["sync"]) == 0
-    assert [a.path for a in client.list_artifacts(run.run_id, "model")] == ["model/model.json"]
-    assert not kept.exists() and not (tmp_path / "spool" / f"{run.run_id}.jsonl").exists()
-    assert client.get_run(run.run_id).info.status == "FINISHED"
+    r = client.get_run(run.run_id)
+    assert r.info.status == "FAILED" and r.data.tags["outcome"] == "failed"
+    assert "ended without ending the run" in r.data.tags["error"]
+    assert sorted(m.step for m in client.get_metric_history(run.run_id, "loss")) == [0, 1]
+    assert not journal.exists() and mine.exists()
+
+
+def test_journal_lines_are_plain_json(tmp_path):
+    journal = Journal(tmp_path, "r1", "sqlite:///x.db")
+    journal.append([{"type": "tags", "values": {"a": "1"}}])
+    lines = journal.path.read_text().splitlines()
+    assert [json.loads(line)["type"] for line in lines] == ["run", "tags"]

@@ -145,7 +145,7 @@ def test_nan_loss_is_diverged_with_the_micro_step(store, client):
             settings=mt.Settings(accumulation_steps=2),
         )
     [r] = all_runs(client, "d")
-    assert (r.info.status, r.data.tags["outcome"]) == ("FINISHED", "diverged")
+    assert (r.info.status, r.data.tags["outcome"]) == ("FAILED", "diverged")
     assert r.data.tags["diverged_step"] == "3" and r.data.tags["diverged_epoch"] == "0"
     assert len(client.get_metric_history(r.info.run_id, "loss")) == 1
     # The first window (micro-batches 0-1) stepped; the poisoned window did not.

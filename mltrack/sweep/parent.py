@@ -1,14 +1,49 @@
-"""What a sweep leaves on its parent run: the best trial (or Pareto set) and Optuna's plots."""
+"""A sweep's parent run: one per study, shared by every worker, and what it says at the end
+(the best trial or Pareto set, trial counts, Optuna's plots)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from mltrack.run import Run
+from mltrack.run import Run, start_run, tag_run
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def shared_parent(
+    study: Any,
+    experiment: str,
+    name: str,
+    params: Mapping[str, Any],
+    tags: Mapping[str, Any],
+    tracking_uri: str,
+) -> Iterator[Run]:
+    """The study's parent run: opened by the first worker, attached to by the others.
+
+    Its id is kept in the study. The worker that opened it ends it through the run lifecycle
+    (FAILED if that worker failed); any other worker brings it back to FINISHED when it ends
+    normally, so the last worker to finish leaves its final state.
+    """
+    existing = study.user_attrs.get("mlflow_parent_run_id")
+    if not existing:
+        with start_run(
+            experiment, run_name=name, params=params, tags=tags, tracking_uri=tracking_uri
+        ) as run:
+            study.set_user_attr("mlflow_parent_run_id", run.run_id)
+            yield run
+        return
+    run = Run.attach(existing, tracking_uri)
+    try:
+        yield run
+    except BaseException:
+        run.detach()  # this worker's failure is not the study's
+        raise
+    run.finish()
 
 
 def mark_best(parent: Run, study: Any) -> None:
@@ -53,7 +88,7 @@ def mark_best(parent: Run, study: Any) -> None:
     for trial in completed:
         run_id = trial.user_attrs.get("mlflow_run_id")
         if run_id:
-            parent.client.set_tag(run_id, key, str(trial.number in numbers).lower())
+            tag_run(parent.tracking_uri, run_id, {key: str(trial.number in numbers).lower()})
 
 
 def log_plots(parent: Run, study: Any) -> None:
@@ -89,4 +124,4 @@ def log_plots(parent: Run, study: Any) -> None:
         figure = getattr(axes, "figure", None) or axes.flat[0].figure
         figure.set_size_inches(8, 5)
         figure.tight_layout()
-        parent.client.log_figure(parent.run_id, figure, f"optuna/{name}.png")
+        parent.log_figure(figure, f"optuna/{name}.png")

@@ -1,0 +1,32 @@
+"""Who is running: this process's identity, and whether another one is still alive.
+
+A run records its host, pid and the pid's start time (tags for ``mltrack doctor``, the journal
+header for ``mltrack sync``), so a later process can tell a live owner from a dead one even
+after the pid was reused.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+
+def identity() -> dict[str, Any]:
+    import psutil
+
+    me = psutil.Process()
+    return {"host": socket.gethostname(), "pid": me.pid, "pid_start": round(me.create_time(), 2)}
+
+
+def is_gone(host: str, pid: int, started: float) -> bool | None:
+    """True if that process has ended, False if it runs, None if it is on another host."""
+    if host != socket.gethostname():
+        return None
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        # The pid may have been reused by a newer process after ours died.
+        return abs(process.create_time() - started) > 1.0 or process.status() == "zombie"
+    except psutil.NoSuchProcess:
+        return True

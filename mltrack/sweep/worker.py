@@ -1,0 +1,243 @@
+"""One sweep worker: joins the study, runs trials through the experiment's own ``run_one``,
+and keeps Optuna and MLflow agreeing on how each trial ended."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import socket
+import time
+import warnings
+from typing import Any
+
+from mltrack.environment import detect_hardware
+from mltrack.errors import UsageError, bad_value
+from mltrack.limits import redact_uri
+from mltrack.precision import resolve
+from mltrack.run import Run, describe, end_orphan, outcome_of, resolve_tracking_uri
+from mltrack.sweep.args import SweepArgs, load_experiment
+from mltrack.sweep.parent import log_plots, mark_best, shared_parent
+from mltrack.sweep.space import SearchSpace, read_space_file
+from mltrack.sweep.study import counted, make_pruner, make_sampler, open_storage
+
+
+class Sweep:
+    def __init__(self, args: SweepArgs) -> None:
+        self.args = args
+        self.experiment = load_experiment(args.module)
+        self.cfg = self.experiment.parse(args.passthrough)
+        hardware = detect_hardware()
+        space = SearchSpace.default(self.cfg, hardware)
+        if args.space_file:
+            space.update(read_space_file(args.space_file), "--space")
+        space.update(args.space_overrides, "--space-*")
+        space.validate(any(f.name == "learning_rate" for f in dataclasses.fields(self.cfg)))
+        self.space = space
+        self.sampler = make_sampler(args, space)  # grid + learning-rate errors, early
+        if args.trials == 0:
+            grid = space.grid() if args.sampler == "grid" else {}
+            args.trials = math.prod(len(v) for v in grid.values()) if grid else 20
+        self.study_name = args.study or self.experiment.name
+        self.tracking_uri = resolve_tracking_uri(self.cfg.tracking_uri or None)
+        self.storage = open_storage(args, self._on_stale)
+        self.data = self.experiment.load_data(self.cfg)
+        self.parent: Run | None = None
+
+    def _on_stale(self, study: Any, trial: Any) -> None:
+        """A dead worker's trial: end its MLflow run FAILED with the reason, queue the retry."""
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            reason = "worker stopped sending heartbeats"
+            end_orphan(self.tracking_uri, run_id, f"{reason} (trial {trial.number}, retried)")
+        RetryHeartbeatStaleTrialCallback(max_retry=self.args.max_retry)(study, trial)
+
+    def _end_orphans(self) -> None:
+        """Runs of this experiment left RUNNING by dead processes end FAILED before we start."""
+        from mlflow import MlflowClient
+
+        from mltrack import doctor
+
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        ids = doctor.experiment_ids(client, self.cfg.experiment or self.experiment.name)
+        orphans = doctor.find(client, ids, stale_after_s=max(self.args.grace_period * 3, 600))
+        doctor.end(self.tracking_uri, orphans)
+        for orphan in orphans:
+            print(f"ended orphaned run {orphan.run_id}: {orphan.reason}", flush=True)
+
+    def _check_space(self, study: Any) -> None:
+        """A resumed or shared study must keep its search space (Optuna cannot change it)."""
+        space = dataclasses.asdict(self.space)
+        space["learning_rate"] = list(space["learning_rate"] or []) or None
+        stored = study.user_attrs.get("search_space")
+        if stored is None:
+            study.set_user_attr("search_space", space)
+        elif stored != space:
+            raise bad_value(
+                "--space-*",
+                space,
+                f"the space study {self.study_name!r} was created with, {stored}, "
+                "or a new --study name",
+            )
+
+    def _parent_params(self) -> dict[str, Any]:
+        return {
+            "sweep.module": self.args.module,
+            "sweep.sampler": self.args.sampler,
+            "sweep.pruner": self.args.pruner,
+            "sweep.trials": self.args.trials,
+            "sweep.objectives": ", ".join(
+                f"{o.metric}:{o.direction}" for o in self.args.objectives
+            ),
+            "sweep.space": dataclasses.asdict(self.space),
+            "sweep.storage": self.args.storage,  # credentials redacted by mltrack.limits
+            "sweep.passthrough": " ".join(self.args.passthrough),
+        }
+
+    def objective(self, trial: Any) -> Any:
+        """One trial: an ordinary run of the experiment; its outcome decides Optuna's state."""
+        import optuna
+
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        cfg = dataclasses.replace(self.cfg, **self.space.suggest(trial))
+        single = len(self.args.objectives) == 1
+        watched = self.args.objectives[0].metric
+
+        def attach(run: Run) -> None:
+            trial.set_user_attr("mlflow_run_id", run.run_id)
+            # Optuna 5's Trial has no system_attrs; the stored (frozen) trial does.
+            frozen = next(
+                t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number
+            )
+            retry_of = frozen.system_attrs.get("failed_trial")
+            run.set_tags(
+                {
+                    "optuna.study": self.study_name,
+                    "optuna.trial": trial.number,
+                    **({"optuna.retry_of": retry_of} if retry_of is not None else {}),
+                }
+            )
+
+            def report(epoch: int, metrics: Any) -> None:
+                if single and watched in metrics and math.isfinite(metrics[watched]):
+                    trial.report(metrics[watched], epoch)
+                    if trial.should_prune():
+                        run.stop("pruned", epoch=epoch)
+
+            run.epoch_hooks.append(report)
+
+        outcome, error, metrics = "completed", "", {}
+        try:
+            cfg.validate()
+            resolved = resolve(cfg.precision, detect_hardware())
+            result = self.experiment.run_one(
+                cfg, resolved, self.data, parent=self.parent, hooks=[attach]
+            )
+            outcome, error, metrics = result.outcome, result.error, result.metrics
+        except UsageError as exc:
+            outcome, error = "failed", str(exc)
+        except Exception as exc:
+            outcome, error = outcome_of(exc), describe(exc)
+        missing = [o.metric for o in self.args.objectives if o.metric not in metrics]
+        if outcome == "completed" and missing:
+            outcome, error = "failed", f"objective metric(s) {missing} not reported by the run"
+        trial.set_user_attr("outcome", outcome)
+        if error:
+            trial.set_user_attr("error", redact_uri(error)[:500])
+        # Optuna's state follows the outcome: completed COMPLETE, pruned PRUNED, else FAIL.
+        if outcome == "pruned":
+            raise optuna.TrialPruned()
+        if outcome != "completed":
+            return math.nan if single else tuple(math.nan for _ in self.args.objectives)
+        scores = [metrics[o.metric] for o in self.args.objectives]
+        return scores[0] if single else tuple(scores)
+
+    def run(self) -> Any:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=self.storage,
+            load_if_exists=True,
+            sampler=self.sampler,
+            pruner=make_pruner(self.args, self.cfg.epochs),
+            directions=[o.direction for o in self.args.objectives],
+        )
+        self._check_space(study)
+        self._end_orphans()
+        deadline = None if self.args.timeout is None else time.monotonic() + self.args.timeout
+        with shared_parent(
+            study,
+            self.cfg.experiment or self.experiment.name,
+            f"sweep {self.study_name}",
+            self._parent_params(),
+            {
+                "mltrack.role": "study",
+                "optuna.study": self.study_name,
+                "mltrack.module": self.args.module,
+            },
+            self.tracking_uri,
+        ) as parent:
+            self.parent = parent
+            self._loop(study, deadline)
+            mark_best(parent, study)
+            log_plots(parent, study)
+        return study
+
+    def _loop(self, study: Any, deadline: float | None) -> None:
+        from optuna.exceptions import ExperimentalWarning
+        from optuna.storages import fail_stale_trials
+
+        # fail_stale_trials is marked experimental (since 2.9); it is how a worker that is
+        # waiting for others notices a dead one, so we call it knowingly.
+        warnings.filterwarnings("ignore", category=ExperimentalWarning)
+
+        while deadline is None or time.monotonic() < deadline:
+            fail_stale_trials(study)
+            trials = study.get_trials(deepcopy=False)
+            done = counted(trials)
+            if done >= self.args.trials:
+                break
+            active = sum(t.state.name in ("RUNNING", "WAITING") for t in trials)
+            if done + active >= self.args.trials and not any(
+                t.state.name == "WAITING" for t in trials
+            ):
+                time.sleep(1)  # others are finishing the last trials; watch for dead ones
+                continue
+            if self.args.sampler == "grid" and self.sampler.is_exhausted(study):
+                break
+            study.optimize(self.objective, n_trials=1, gc_after_trial=True)
+            self.print_progress(study)
+
+    def summary(self, study: Any) -> str:
+        from optuna.trial import TrialState
+
+        trials = study.get_trials(deepcopy=False)
+        lines = [
+            f"study {self.study_name}: {len(trials)} trials, "
+            + ", ".join(
+                f"{s.name.lower()} {sum(t.state == s for t in trials)}"
+                for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+            )
+        ]
+        if any(t.state == TrialState.COMPLETE for t in trials):
+            if len(study.directions) == 1:
+                best = study.best_trial
+                lines.append(f"best: trial {best.number} value {best.value:.4g} {best.params}")
+            else:
+                lines.append(f"Pareto front: trials {[t.number for t in study.best_trials]}")
+        parent = self.parent.run_id if self.parent else "?"
+        where = redact_uri(self.tracking_uri)
+        lines.append(f"parent run {parent} in {where}; browse with: mltrack ui")
+        return "\n".join(lines)
+
+    def print_progress(self, study: Any) -> None:
+        last = study.get_trials(deepcopy=False)[-1]
+        print(
+            f"trial {last.number}: {last.state.name.lower()} "
+            f"({last.user_attrs.get('outcome', '')}) params {last.params} value {last.values}",
+            flush=True,
+        )
