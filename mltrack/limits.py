@@ -15,9 +15,12 @@ Nothing here talks to a store: the caller's dicts are never mutated, new ones ar
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,18 @@ def params(values: Mapping[str, Any]) -> dict[str, str]:
 
 def tags(values: Mapping[str, Any]) -> dict[str, str]:
     return {k: cut(k, v, MAX_TAG_VAL_LENGTH, "tag") for k, v in flatten(values).items()}
+
+
+@contextlib.contextmanager
+def redacted_stdout() -> Iterator[None]:
+    """MLflow prints "View run ... at: <tracking URI>" when a run ends on a server; keep the
+    link, hide the password it may carry (the tracking URI as the user wrote it)."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured):
+            yield
+    finally:
+        sys.stdout.write(redact_uri(captured.getvalue()))
 
 
 def metric_key(key: str) -> str:

@@ -221,7 +221,8 @@ class Run:
         reason = "the store did not take everything in time"
         if self.sink.close(END_TIMEOUT_S):
             try:
-                self._client.set_terminated(self.run_id, status=status)
+                with limits.redacted_stdout():
+                    self._client.set_terminated(self.run_id, status=status)
                 self.journal.delete()
                 return
             except Exception as exc:
@@ -291,7 +292,8 @@ def end_orphan(tracking_uri: str, run_id: str, error: str) -> bool:
     if client.get_run(run_id).info.status != "RUNNING":
         return False
     tag_run(tracking_uri, run_id, {"outcome": "failed", "error": error})
-    client.set_terminated(run_id, STATUS["failed"])
+    with limits.redacted_stdout():
+        client.set_terminated(run_id, STATUS["failed"])
     return True
 
 

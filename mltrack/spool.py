@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mltrack import process
-from mltrack.limits import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH, tags
+from mltrack.limits import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH, redacted_stdout, tags
 
 
 def spool_dir() -> Path:
@@ -146,7 +146,8 @@ def replay(path: Path, client: Any = None) -> Replayed:
         )
         done.ended = "FAILED"
     if done.ended:
-        client.set_terminated(run_id, status=done.ended)
+        with redacted_stdout():
+            client.set_terminated(run_id, status=done.ended)
     path.unlink()
     shutil.rmtree(path.with_suffix(".files"), ignore_errors=True)
     return done

@@ -78,3 +78,16 @@ def test_unreadable_data_dir(tmp_path, monkeypatch):
     monkeypatch.setattr("mltrack.config.os.access", lambda path, mode: False)
     with pytest.raises(UsageError, match=r"^--data-dir: got '.*', expected a readable directory$"):
         parse_config(Config, ["--data-dir", str(tmp_path)])
+
+
+def test_tuned_is_expanded_once_when_parsed_so_a_sweep_trains_what_optuna_recorded():
+    import dataclasses
+
+    from experiments.cifar_torch import EXPERIMENT
+
+    cfg = EXPERIMENT.parse(["--tuned", "--dataset", "synthetic"])
+    assert (cfg.accumulation_steps, cfg.pin_memory) == (4, True)
+    trial = dataclasses.replace(cfg, accumulation_steps=1)  # what a sweep does per trial
+    assert trial.accumulation_steps == 1
+    explicit = EXPERIMENT.parse(["--tuned", "--accumulation-steps", "2"])
+    assert explicit.accumulation_steps == 2  # an explicit flag wins over the convenience

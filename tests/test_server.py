@@ -72,71 +72,131 @@ def mlflow_server(
         proc.wait(timeout=60)
 
 
-def test_server_outage_mid_run_loses_nothing_and_counts_nothing_twice(tmp_path):
-    # Long enough that the 20 s outage (plus the restart) ends well before training does, so
-    # this test shows the metrics path; artifacts spooled during an outage are covered by
-    # tests/test_spool.py.
-    epochs = 150
+def journal_records(folder: Path) -> list[dict]:
+    """Every record in the journals under ``folder`` (what a run wrote ahead of delivery)."""
+    from mltrack import spool
+
+    return [r for path in spool.pending(folder) for r in spool.read(path)[1]]
+
+
+def journaled_tag(folder: Path, key: str) -> bool:
+    try:
+        return any(key in r.get("values", {}) for r in journal_records(folder))
+    except (OSError, ValueError):  # a line being written
+        return False
+
+
+def sync(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mltrack.cli", "sync"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_outage_spanning_tags_and_export_on_default_retries_delivers_all_exactly_once(tmp_path):
+    """MLflow's own retry settings, untouched: the server goes away before the last epochs
+    and stays away until the model is exported and its ``reload_ok`` tag logged."""
+    epochs = 8
     with postgres_server(("mlflow",)) as pg:
         backend, artifacts, port = f"{pg}/mlflow", tmp_path / "artifacts", free_port()
         uri = f"http://127.0.0.1:{port}"
-        env = env_for(tmp_path)
-        # The client's own retry window: one quick retry, then our sink's spool takes over.
-        env.update(
-            MLFLOW_HTTP_REQUEST_MAX_RETRIES="1",
-            MLFLOW_HTTP_REQUEST_TIMEOUT="5",
-            MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1",
-            MLTRACK_SPOOL_DIR=str(tmp_path / "spool"),
-        )
+        env = dict(env_for(tmp_path), MLTRACK_SPOOL_DIR=str(tmp_path / "spool"))
         client = MlflowClient(tracking_uri=uri)
         with mlflow_server(backend, artifacts, port) as server:
             training = start_training(
                 tmp_path,
-                "--synthetic-size",
-                "1024",
-                "--batch-size",
-                "64",
-                "--epochs",
-                str(epochs),
-                "--tracking-uri",
-                uri,
+                *("--synthetic-size", "1024", "--batch-size", "64", "--epochs", str(epochs)),
+                *("--tracking-uri", uri),
                 env=env,
                 stderr=subprocess.PIPE,
             )
             wait_until(lambda: epochs_logged(client) >= 2, 240, "two epochs on the server")
-            run_id = client.search_runs([client.get_experiment_by_name("cifar_amp").experiment_id])[
-                0
-            ].info.run_id
+            [run] = client.search_runs([client.get_experiment_by_name("cifar_amp").experiment_id])
+            run_id = run.info.run_id
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
-        outage_started = time.monotonic()
-        spool = tmp_path / "spool" / f"{run_id}.jsonl"
-        wait_until(spool.exists, 60, "points spooled to local disk during the outage")
-        time.sleep(max(0.0, 20 - (time.monotonic() - outage_started)))  # well past the window
-        # Training goes on while the server is away (it may even finish before it is back).
+        down = time.time()
+        wait_until(lambda: journaled_tag(tmp_path / "spool", "reload_ok"), 300, "the export")
+        time.sleep(max(0.0, 20 - (time.time() - down)))
         assert training.poll() in (None, 0), "training must not fail because the server is away"
         with mlflow_server(backend, artifacts, port):
+            up = time.time()
             _, stderr = training.communicate(timeout=600)
             assert training.returncode == 0, stderr[-3000:]
-            # If the run ended before the server was back, its end waits in the spool.
-            sync = subprocess.run(
-                [sys.executable, "-m", "mltrack.cli", "sync"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            assert sync.returncode == 0, sync.stdout + sync.stderr
+            synced = sync(env)
+            assert synced.returncode == 0, synced.stdout + synced.stderr
+            assert "0 of 0 journal(s)" in synced.stdout  # the run itself delivered it all
             run = client.get_run(run_id)
             assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "completed"
+            for key in ("keras.dtype_policy", "keras.variable_dtypes", "reload_formats"):
+                assert run.data.tags[key], key
+            assert run.data.tags["reload_ok"] == "true"
             for key in ("loss", "val_loss", "epoch_wall_s"):
                 steps = [m.step for m in client.get_metric_history(run_id, key)]
                 assert sorted(steps) == list(range(epochs)), (key, sorted(steps))
-            assert run.data.tags["reload_ok"] == "true"  # artifacts went through the proxy
-            listed = [a.path for a in client.list_artifacts(run_id, "model")]
-            assert "model/model.weights.h5" in listed, (listed, sync.stdout, sync.stderr[-2000:])
-            assert any(artifacts.rglob("model.weights.h5"))
-        assert not spool.exists()  # delivered, so dropped
+            [check] = client.get_metric_history(run_id, "reload_max_abs_diff")
+            assert down < check.timestamp / 1000 < up  # the export happened during the outage
+            listed = sorted(a.path for a in client.list_artifacts(run_id, "model"))
+            assert listed == ["model/model.json", "model/model.weights.h5", "model/summary.txt"]
+            on_disk = sorted(p.name for p in artifacts.rglob("*") if p.is_file())
+            assert on_disk == ["model.json", "model.weights.h5", "summary.txt"]  # once each
+        assert not list((tmp_path / "spool").glob("*"))
+
+
+def test_sigkill_while_the_server_is_down_then_sync_delivers_every_journaled_point(tmp_path):
+    with postgres_server(("mlflow",)) as pg:
+        backend, artifacts, port = f"{pg}/mlflow", tmp_path / "artifacts", free_port()
+        uri = f"http://127.0.0.1:{port}"
+        spool = tmp_path / "spool"
+        env = dict(env_for(tmp_path), MLTRACK_SPOOL_DIR=str(spool))
+        client = MlflowClient(tracking_uri=uri)
+        with mlflow_server(backend, artifacts, port) as server:
+            training = start_training(
+                tmp_path,
+                *("--synthetic-size", "1024", "--batch-size", "64", "--epochs", "500"),
+                *("--tracking-uri", uri),
+                env=env,
+            )
+            wait_until(lambda: epochs_logged(client) >= 2, 240, "two epochs on the server")
+            [run] = client.search_runs([client.get_experiment_by_name("cifar_amp").experiment_id])
+            run_id = run.info.run_id
+            stored_before = epochs_logged(client)
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
+
+        def journaled_epochs() -> int:
+            try:
+                return sum(r.get("key") == "loss" for r in journal_records(spool))
+            except (OSError, ValueError):
+                return 0
+
+        wait_until(lambda: journaled_epochs() >= stored_before + 2, 240, "epochs journaled")
+        training.kill()  # SIGKILL: no handler, no flush, no end
+        training.wait(timeout=30)
+        points = {
+            (r["key"], r["step"], r["value"])
+            for r in journal_records(spool)
+            if r["type"] == "metric"
+        }
+        with mlflow_server(backend, artifacts, port):
+            synced = sync(env)
+            assert synced.returncode == 0, synced.stdout + synced.stderr
+            assert "1 of 1 journal(s)" in synced.stdout
+            stored = {
+                (m.key, m.step, m.value)
+                for key in {k for k, _, _ in points}
+                for m in client.get_metric_history(run_id, key)
+            }
+            assert points <= stored, sorted(points - stored)[:5]
+            losses = [m.step for m in client.get_metric_history(run_id, "loss")]
+            assert len(losses) == len(set(losses)) >= stored_before + 2  # each epoch once
+            run = client.get_run(run_id)
+            assert run.info.status == "FAILED" and run.data.tags["outcome"] == "failed"
+            assert f"process {training.pid}" in run.data.tags["error"]
+        assert not list(spool.glob("*"))
 
 
 def test_basic_auth_refuses_requests_without_credentials(tmp_path):
@@ -197,3 +257,66 @@ def test_basic_auth_refuses_requests_without_credentials(tmp_path):
             )
         finally:
             del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+
+
+def test_planted_passwords_reach_no_param_tag_or_artifact(tmp_path):
+    """A sweep against a basic-auth server with the password in --tracking-uri, and with a
+    password in its PostgreSQL --storage URL: neither is logged anywhere."""
+    admin_password, db_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+    config = tmp_path / "auth.ini"
+    config.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{tmp_path / 'auth.db'}\nadmin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    server_env = dict(
+        os.environ,
+        MLFLOW_AUTH_CONFIG_PATH=str(config),
+        MLFLOW_AUTH_ADMIN_PASSWORD=admin_password,
+        MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16),
+    )
+    port = free_port()
+    with (
+        postgres_server(("optuna",)) as pg,
+        mlflow_server(
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            tmp_path / "artifacts",
+            port,
+            "--app-name",
+            "basic-auth",
+            env=server_env,
+        ),
+    ):
+        # trust authentication: PostgreSQL ignores the password, mltrack must not log it
+        storage = pg.replace("mltrack@", f"mltrack:{db_password}@") + "/optuna"
+        tracking = f"http://admin:{admin_password}@127.0.0.1:{port}"
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "mltrack.cli", "sweep"),
+                *("experiments.fashion_mnist_precision", "--dataset", "digits", "--no-export"),
+                *("--epochs", "1", "--trials", "2", "--storage", storage),
+                *("--tracking-uri", tracking, "--sampler", "random", "--pruner", "none"),
+            ],
+            cwd=tmp_path,
+            env=env_for(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        for secret in (admin_password, db_password):
+            assert secret not in result.stdout + result.stderr
+        client = MlflowClient(tracking_uri=tracking)
+        experiment = client.get_experiment_by_name("fashion_mnist_precision")
+        runs = client.search_runs([experiment.experiment_id])
+        assert len(runs) == 3  # the parent and two trials
+        parent = next(r for r in runs if r.data.tags.get("mltrack.role") == "study")
+        assert parent.data.params["sweep.storage"].startswith("postgresql://mltrack:<redacted>@")
+        for run in runs:
+            values = [*run.data.params.values(), *run.data.tags.values()]
+            leaked = [v for v in values if admin_password in v or db_password in v]
+            assert not leaked, (run.info.run_name, leaked)
+            folder = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "dl")))
+            for path in (p for p in folder.rglob("*") if p.is_file()):
+                data = path.read_bytes()
+                assert admin_password.encode() not in data and db_password.encode() not in data

@@ -45,41 +45,55 @@ def sweep(tmp_path: Path, *args: str, timeout: float = 600) -> subprocess.Comple
     )
 
 
-def test_six_trials_one_parent_and_statuses_matching_optuna(tmp_path, client):
-    # fp16 is in the space so some trials diverge: they must FAIL, never be crowned best.
-    result = sweep(
-        tmp_path,
-        "--epochs",
-        "3",
-        "--trials",
-        "6",
-        "--sampler",
-        "random",
-        "--sampler-seed",
-        "3",
-        "--space-precision",
-        "fp32,fp16,mixed_bf16",
-        "--space-batch-size",
-        "16,32",
+# Each case forced with enqueue_trial, so no status depends on what a sampler draws:
+ENQUEUED = [
+    ({"precision": "fp32", "batch_size": 16, "accumulation_steps": 1}, "completed"),
+    ({"precision": "mixed_bf16", "batch_size": 16, "accumulation_steps": 1}, "completed"),
+    # fp16 on digits goes NaN in its first epoch (the seed-002 finding).
+    ({"precision": "fp16", "batch_size": 16, "accumulation_steps": 1}, "diverged"),
+    # 3 micro-batches an epoch, 4 per optimizer step: no update in epoch 0, so its accuracy
+    # is at chance while the two completed trials' median is far above: the pruner stops it.
+    ({"precision": "fp32", "batch_size": 512, "accumulation_steps": 4}, "pruned"),
+]
+SPACE = [
+    "--space-precision",
+    "fp32,fp16,mixed_bf16",
+    "--space-batch-size",
+    "16,512",
+    "--space-accumulation-steps",
+    "1,4",
+]
+
+
+def test_enqueued_trials_end_as_optuna_says_with_one_parent(tmp_path, client):
+    storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    study = optuna.create_study(
+        study_name="fashion_mnist_precision", storage=storage, direction="maximize"
     )
+    for params, _ in ENQUEUED:
+        study.enqueue_trial(params)
+    result = sweep(tmp_path, "--epochs", "3", "--trials", "4", "--sampler", "random", *SPACE)
     assert result.returncode == 0, result.stderr[-3000:]
-    study = optuna.load_study(
-        study_name="fashion_mnist_precision", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db"
-    )
     trials = study.get_trials()
-    assert len(trials) == 6 == counted(trials)
+    assert len(trials) == 4 == counted(trials)
     runs = all_runs(client)
     [parent] = [r for r in runs if r.data.tags.get("mltrack.role") == "study"]
     children = {r.data.tags["optuna.trial"]: r for r in runs if r is not parent}
-    assert len(children) == 6
+    assert len(children) == 4
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children.values())
-    for trial in trials:
+    for trial, (params, outcome) in zip(trials, ENQUEUED, strict=True):
         run = children[str(trial.number)]
+        assert trial.params == params
+        assert (trial.user_attrs["outcome"], run.data.tags["outcome"]) == (outcome, outcome)
+        assert trial.state == {"completed": TrialState.COMPLETE, "pruned": TrialState.PRUNED}.get(
+            outcome, TrialState.FAIL
+        )
         assert run.info.status == STATUS[trial.state], (trial.number, trial.state)
-        assert run.data.tags["outcome"] == trial.user_attrs["outcome"]
-        assert run.data.params["precision"] == trial.params["precision"]
-        if trial.params["precision"] == "fp16":
-            assert (trial.state, run.data.tags["outcome"]) == (TrialState.FAIL, "diverged")
+        assert run.data.params["precision"] == params["precision"]
+        assert run.data.params["accumulation_steps"] == str(params["accumulation_steps"])
+    pruned = children[str(trials[3].number)]
+    assert len(client.get_metric_history(pruned.info.run_id, "loss")) < 3  # stopped early
+    assert "export" not in pruned.data.tags  # --no-export: nothing to skip
     best = study.best_trial
     assert best.params["precision"] != "fp16"
     assert parent.info.status == "FINISHED"
@@ -88,13 +102,12 @@ def test_six_trials_one_parent_and_statuses_matching_optuna(tmp_path, client):
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "optuna")}
     assert "optuna/optimization_history.png" in plots
     # Resuming the same study continues it rather than starting over.
-    space = ["--space-precision", "fp32,fp16,mixed_bf16", "--space-batch-size", "16,32"]
-    again = sweep(tmp_path, "--epochs", "1", "--trials", "7", "--sampler", "random", *space)
+    again = sweep(tmp_path, "--epochs", "1", "--trials", "5", "--sampler", "random", *SPACE)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert len(study.get_trials()) == 7
-    changed = sweep(tmp_path, "--epochs", "1", "--trials", "8", "--space-batch-size", "8")
+    assert len(study.get_trials()) == 5
+    changed = sweep(tmp_path, "--epochs", "1", "--trials", "6", "--space-batch-size", "8")
     assert changed.returncode == 2 and "or a new --study name" in changed.stderr
-    assert len(study.get_trials()) == 7
+    assert len(study.get_trials()) == 5
     assert len([r for r in all_runs(client) if r.data.tags.get("mltrack.role") == "study"]) == 1
 
 
@@ -133,7 +146,8 @@ def test_bad_input_exits_2_with_no_study_and_no_run(tmp_path, args, message):
         assert optuna.get_all_study_names(f"sqlite:///{optuna_db}") == []
 
 
-def test_three_postgres_workers_one_killed_mid_trial(tmp_path):
+def test_three_postgres_workers_one_starved_30s_one_killed_on_shipped_defaults(tmp_path):
+    """No --heartbeat-interval/--grace-period: the defaults must tell starved from dead."""
     with postgres_server() as server:
         storage, tracking = f"{server}/optuna", f"{server}/mlflow"
         # One storage (one connection pool) for all the polling below; it also creates the
@@ -143,9 +157,9 @@ def test_three_postgres_workers_one_killed_mid_trial(tmp_path):
         client.search_experiments()
         args = [
             "--epochs",
-            "3",
+            "4",
             "--trials",
-            "6",
+            "8",
             "--storage",
             storage,
             "--study",
@@ -158,10 +172,6 @@ def test_three_postgres_workers_one_killed_mid_trial(tmp_path):
             "none",
             "--space-precision",
             "fp32,mixed_bf16",
-            "--heartbeat-interval",
-            "1",
-            "--grace-period",
-            "20",
         ]
         env = env_for(tmp_path)
 
@@ -188,23 +198,28 @@ def test_three_postgres_workers_one_killed_mid_trial(tmp_path):
             "the first worker",
         )
         workers += [start(1), start(2)]
-        victim = workers[1]
+        victim, sleeper = workers[1], workers[2]
 
-        def victim_mid_trial() -> bool:
+        def mid_trial(worker: subprocess.Popen[str]) -> int | None:
             for t in study().get_trials(states=(TrialState.RUNNING,)):
                 if (
-                    t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+                    t.user_attrs.get("worker", "").endswith(f":{worker.pid}")
                     and "mlflow_run_id" in t.user_attrs
                     and client.get_metric_history(t.user_attrs["mlflow_run_id"], "loss")
                 ):
-                    return True
-            return False
+                    return int(t.number)
+            return None
 
-        wait_until(victim_mid_trial, 300, "the victim worker to be mid-trial")
+        wait_until(lambda: mid_trial(victim) is not None, 300, "the victim to be mid-trial")
         killed_at = time.time()
         os.kill(victim.pid, signal.SIGKILL)
+        wait_until(lambda: mid_trial(sleeper) is not None, 300, "the sleeper to be mid-trial")
+        starved = mid_trial(sleeper)
+        os.kill(sleeper.pid, signal.SIGSTOP)  # off the CPU: no heartbeat thread runs either
+        time.sleep(30)
+        os.kill(sleeper.pid, signal.SIGCONT)
         outputs = {}
-        for w in (workers[0], workers[2]):
+        for w in (workers[0], sleeper):
             outputs[w.pid] = w.communicate(timeout=500)[0]
             assert w.returncode == 0, outputs[w.pid][-3000:]
         victim.wait(timeout=30)
@@ -212,6 +227,12 @@ def test_three_postgres_workers_one_killed_mid_trial(tmp_path):
         trials = study().get_trials()
         numbers = [t.number for t in trials]
         assert len(numbers) == len(set(numbers))
+        # The starved worker's trial was not reaped: it finished, in MLflow too.
+        [kept] = [t for t in trials if t.number == starved]
+        assert kept.state == TrialState.COMPLETE, (kept.state, kept.user_attrs)
+        assert client.get_run(kept.user_attrs["mlflow_run_id"]).info.status == "FINISHED"
+        assert not [t for t in trials if t.system_attrs.get("failed_trial") == starved]
+        # The killed worker's trial was: failed by its heartbeat and retried with its params.
         [dead] = [
             t
             for t in trials
@@ -221,7 +242,7 @@ def test_three_postgres_workers_one_killed_mid_trial(tmp_path):
         assert "outcome" not in dead.user_attrs  # failed by its heartbeat, not by the objective
         [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
         assert retry.state == TrialState.COMPLETE and retry.params == dead.params
-        assert 6 <= counted(trials) <= 8  # the count; a busy worker may finish one extra
+        assert 8 <= counted(trials) <= 10  # the count; a busy worker may finish one extra
         assert dead.datetime_complete.timestamp() >= killed_at - 1
         # MLflow agrees: the dead trial's run is FAILED with the reason, the retry FINISHED.
         dead_run = client.get_run(dead.user_attrs["mlflow_run_id"])
