@@ -206,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--tracking-uri", default=None)
     doc.set_defaults(handler=_doctor)
 
-    syn = sub.add_parser("sync", help="send metrics spooled while the store was unreachable")
+    syn = sub.add_parser(
+        "sync", help="deliver the journals of runs that ended or died before their store took all"
+    )
     syn.add_argument(
         "--spool-dir", default="", help="default: MLTRACK_SPOOL_DIR or ~/.cache/mltrack/spool"
     )
