@@ -4,15 +4,20 @@ A saved model is only useful if it loads again and computes the same thing. Each
 the files, reloads them **in a fresh Python process** (nothing shared with the training
 process: no cached graphs, no custom objects in memory), runs the same fixed probe batch, and
 logs the largest absolute difference as ``reload_max_abs_diff`` with a ``reload_ok`` tag.
+The whole of it (writing, logging, the fresh-process check) is timed as ``export_wall_s``, a
+metric of its own, never part of the training times.
 
 Run as ``python -m mltrack.artifacts keras|torch DIR``: the reloading half, used by ``verify``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,13 @@ from mltrack.run import Run
 # but 16-bit types leave room for a different kernel choice in a new process.
 TOLERANCE = {"float64": 1e-9, "float32": 1e-5, "float16": 1e-2, "bfloat16": 5e-2}
 RELOAD_TIMEOUT_S = 600
+
+
+def _float32(outputs: Any) -> np.ndarray:
+    """Outputs as float32: numpy cannot save and load bfloat16 as a number type (it comes back
+    as raw bytes), and every compute dtype but fp64 fits float32 exactly."""
+    array = np.asarray(outputs)
+    return array if array.dtype == np.float64 else array.astype(np.float32)
 
 
 def max_abs_diff(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -71,6 +83,13 @@ def verify(run: Run, folder: Path, kind: str, expected: np.ndarray, tolerance: f
     return ok
 
 
+@contextlib.contextmanager
+def timed(run: Run) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    run.log_metrics({"export_wall_s": time.perf_counter() - start}, step=0)
+
+
 def skipped(run: Run) -> bool:
     """A run that was stopped (diverged, pruned) has no model worth keeping."""
     if run.stopping:
@@ -82,7 +101,7 @@ def export_keras(run: Run, model: Any, probe: np.ndarray, compute_dtype: str) ->
     """Architecture JSON + HDF5 weights + summary, logged under ``model/`` and verified."""
     if skipped(run):
         return False
-    with tempfile.TemporaryDirectory(prefix="mltrack-export-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mltrack-export-") as tmp, timed(run):
         folder = Path(tmp)
         (folder / "model.json").write_text(model.to_json())
         model.save_weights(folder / "model.weights.h5")
@@ -92,7 +111,7 @@ def export_keras(run: Run, model: Any, probe: np.ndarray, compute_dtype: str) ->
         for name in ("model.json", "model.weights.h5", "summary.txt"):
             run.log_artifact(folder / name, "model")
         np.save(folder / "probe.npy", probe)
-        expected = np.asarray(model.predict(probe, verbose=0))
+        expected = _float32(model.predict(probe, verbose=0))
         return verify(run, folder, "keras", expected, TOLERANCE.get(compute_dtype, 1e-5))
 
 
@@ -112,7 +131,11 @@ def export_torch(run: Run, model: Any, probe: Any, compute_dtype: str) -> bool:
     model.eval()
     parameter = next(model.parameters())
     probe = probe.to(parameter.device, parameter.dtype)
-    with tempfile.TemporaryDirectory(prefix="mltrack-export-") as tmp, torch.no_grad():
+    with (
+        tempfile.TemporaryDirectory(prefix="mltrack-export-") as tmp,
+        torch.no_grad(),
+        timed(run),
+    ):
         folder = Path(tmp)
         expected = model(probe).float().cpu().numpy()
         with warnings.catch_warnings():
@@ -133,7 +156,7 @@ def _reload_keras(folder: Path) -> dict[str, np.ndarray]:
 
     model = keras.models.model_from_json((folder / "model.json").read_text())
     model.load_weights(folder / "model.weights.h5")
-    return {"keras": np.asarray(model.predict(np.load(folder / "probe.npy"), verbose=0))}
+    return {"keras": _float32(model.predict(np.load(folder / "probe.npy"), verbose=0))}
 
 
 def _reload_torch(folder: Path) -> dict[str, np.ndarray]:

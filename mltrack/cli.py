@@ -38,6 +38,7 @@ def _compare(args: argparse.Namespace) -> int:
     from mlflow import MlflowClient
 
     from mltrack import compare
+    from mltrack.analysis import Target
 
     uri = resolve_tracking_uri(args.tracking_uri)
     client = MlflowClient(tracking_uri=uri)
@@ -57,6 +58,9 @@ def _compare(args: argparse.Namespace) -> int:
         cpu_baseline=args.cpu_baseline,
         prices=prices,
         metrics=metrics,
+        target=Target.parse(args.target) if args.target else None,
+        parity=args.parity,
+        parity_tol=args.parity_tol,
     )
     if args.format == "terminal":
         print(report.markdown())
@@ -186,6 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
         "test_accuracy,test_f1_macro,total_wall_s (seed 004)",
     )
     cmp.add_argument("--prices", default="", help="CSV hardware,price_per_hour for costs")
+    cmp.add_argument(
+        "--target",
+        default="",
+        help="time to target per group, e.g. val_accuracy=0.95 (>= or <= inferred from the "
+        "name, or given: val_loss<=0.3)",
+    )
+    cmp.add_argument("--parity", default="", help="reference group for per-epoch parity, e.g. fp32")
+    cmp.add_argument(
+        "--parity-tol", type=float, default=0.01, help="difference that counts as a departure"
+    )
     cmp.add_argument(
         "--format", choices=("terminal", "markdown", "html", "csv"), default="terminal"
     )

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mltrack.analysis import Target, noise_caveats, parity_table, speed_table, time_to_target
 from mltrack.errors import UsageError, bad_value
 from mltrack.report import (
     PRECISION_ROWS,
@@ -145,7 +146,7 @@ def caveats(selection: Selection) -> list[str]:
     excluded = [r for r in selection.results if r.outcome != "completed"]
     if excluded:
         notes.append(f"{len(excluded)} run(s) not completed are listed but not averaged in")
-    return notes
+    return notes + noise_caveats(selection)
 
 
 def precision_table(selection: Selection, baseline: str = "") -> Table:
@@ -184,22 +185,42 @@ def repeats_table(selection: Selection, metrics: Sequence[str] | None = None) ->
     )
 
 
+WORKLOAD_PARAMS = ("dataset", "model", "epochs", "effective_batch_size", "precision")
+
+
+def workload(run: Any) -> str:
+    """What a run computed, machine aside: only runs of one workload are ranked together."""
+    parts = [run.data.tags.get("mltrack.module", "?").removeprefix("experiments.")]
+    parts += [f"{k}={run.data.params[k]}" for k in WORKLOAD_PARAMS if k in run.data.params]
+    return " ".join(parts)
+
+
 def leaderboard(
     selection: Selection, cpu_baseline: str = "", prices: dict[str, float] | None = None
 ) -> Table:
-    """The seed-001 shape: one row per machine, fastest first, speed-up over a CPU."""
+    """The seed-001 shape: one row per machine, fastest first, speed-up over a CPU.
+
+    Machines are ranked on the most common workload of the selection only (the same
+    experiment, data, model, epochs, batch and precision); other runs are left out, and said so.
+    """
+    finished = [
+        r
+        for r in selection.runs
+        if r.data.tags.get("outcome", "completed") == "completed"
+        and "total_wall_s" in r.data.metrics
+    ]
+    if not finished:
+        raise UsageError("no completed runs with a total_wall_s to rank")
+    workloads = [workload(r) for r in finished]
+    ranked = max(set(workloads), key=workloads.count)
     by_machine: dict[str, list[float]] = {}
     gpu: dict[str, bool] = {}
-    for run in selection.runs:
+    for run, kind in zip(finished, workloads, strict=True):
+        if kind != ranked:
+            continue
         label = run.data.tags.get("hw.label", "unknown")
         gpu[label] = run.data.tags.get("hw.gpu_count", "0") != "0"
-        if (
-            run.data.tags.get("outcome", "completed") == "completed"
-            and "total_wall_s" in run.data.metrics
-        ):
-            by_machine.setdefault(label, []).append(run.data.metrics["total_wall_s"])
-    if not by_machine:
-        raise UsageError("no completed runs with a total_wall_s to rank")
+        by_machine.setdefault(label, []).append(run.data.metrics["total_wall_s"])
     times = {label: statistics.fmean(v) for label, v in by_machine.items()}
     cpus = [label for label in times if not gpu[label]]
     if cpu_baseline and cpu_baseline not in times:
@@ -218,6 +239,10 @@ def leaderboard(
         table.rows.append(row)
     if base:
         table.notes.append(f"baseline: {base}")
+    table.notes.append(f"workload: {ranked}")
+    left_out = len(workloads) - workloads.count(ranked)
+    if left_out:
+        table.notes.append(f"{left_out} run(s) of other workloads are not ranked")
     return table
 
 
@@ -299,14 +324,22 @@ def build(
     cpu_baseline: str = "",
     prices: dict[str, float] | None = None,
     metrics: Sequence[str] | None = None,
+    target: Target | None = None,
+    parity: str = "",
+    parity_tol: float = 0.01,
 ) -> Report:
     from mltrack.plots import group_curves, time_vs_accuracy
 
     tables = [
         precision_table(selection, baseline),
         repeats_table(selection, metrics),
+        speed_table(selection),
         leaderboard(selection, cpu_baseline, prices),
     ]
+    if target is not None:
+        tables.append(time_to_target(client, selection, target, prices))
+    if parity:
+        tables.append(parity_table(client, selection, parity, parity_tol))
     curves = {m: histories(client, selection, m) for m in CURVE_METRICS}
     points = {
         g: [(m.get("total_wall_s", math.nan), m.get("test_accuracy", math.nan)) for m in ms]

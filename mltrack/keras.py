@@ -65,11 +65,23 @@ class MlflowCallback(keras.callbacks.Callback):
         return int(self.params.get("steps") or 0) if self.params else 0
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        from mltrack.efficiency import keras_flops_per_sample
+
+        flops = keras_flops_per_sample(self.model)  # once per model, from the layers' shapes
+        compute = str(self.model.dtype_policy.compute_dtype)
+        self.run.log_params(self.ledger.measure_efficiency(flops, compute))
         self.ledger.begin()
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self.epoch = epoch
         self.ledger.start_epoch()
+
+    # Keras runs fit's validation pass through these two hooks (ledger: one timing model).
+    def on_test_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        self.ledger.start_validation()
+
+    def on_test_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        self.ledger.end_validation()
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         metrics = _floats(logs)

@@ -42,6 +42,7 @@ from types import FrameType
 from typing import Any
 
 from mltrack import limits
+from mltrack.efficiency import peak_tags
 from mltrack.environment import detect_hardware, git_tags, hardware_tags, software_tags
 from mltrack.errors import Terminated
 from mltrack.process import identity
@@ -341,6 +342,7 @@ def start_run(
         "mlflow.source.type": "LOCAL",
         "mlflow.user": getpass.getuser(),
         **hardware_tags(detect_hardware()),
+        **peak_tags(detect_hardware()),
         **software_tags(),
         **git_tags(),
     }

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -15,8 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest import approx
 
 ROOT = Path(__file__).resolve().parents[1]
+# One peak calibration (mltrack.efficiency) per machine for the whole suite, not one per test
+# HOME: the cache is keyed by the hardware fingerprint.
+CACHE = Path(tempfile.gettempdir()) / "mltrack-test-cache"
+os.environ["MLTRACK_CACHE_DIR"] = str(CACHE)
 
 
 @pytest.hookimpl(trylast=True)  # after `-m` has deselected what this process will not run
@@ -66,6 +72,7 @@ def env_for(tmp_path: Path) -> dict[str, str]:
         MLFLOW_TRACKING_URI="",
         PYTHONUNBUFFERED="1",
         HOME=str(tmp_path),  # no Keras dataset cache from the developer's machine
+        MLTRACK_CACHE_DIR=str(CACHE),
     )
     return env
 
@@ -160,3 +167,27 @@ def http_get(url: str) -> tuple[int, bytes]:
             return int(response.status), response.read()
     except OSError:
         return 0, b""
+
+
+def check_timing_model(client, run_id: str, train_samples: int) -> None:
+    """The definitions of mltrack.ledger, the same for Keras and torch (tests/test_torch.py)."""
+    history = {
+        key: [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+        for key in ("train_wall_s", "val_wall_s", "epoch_wall_s", "samples_per_s")
+    }
+    for train, val, epoch, rate in zip(*history.values(), strict=True):
+        assert train > 0 and val > 0 and train + val <= epoch * (1 + 1e-9)
+        assert rate == approx(train_samples / train, rel=1e-6)
+        # validation as large as training: a real share of the epoch, not a rounding error
+        assert 0.05 < val / epoch < 0.8, (train, val, epoch)
+
+
+def check_efficiency(client, run) -> None:
+    """Per epoch achieved TFLOP/s and 0 < MFU <= 1 against this machine's measured peaks."""
+    tags = run.data.tags
+    assert float(tags["hw.peak_tflops.fp32"]) > 0 and float(tags["hw.peak_tflops.bf16"]) > 0
+    mfu = [m.value for m in client.get_metric_history(run.info.run_id, "mfu")]
+    achieved = client.get_metric_history(run.info.run_id, "achieved_tflops")
+    assert mfu and len(mfu) == len(achieved), (mfu, achieved)
+    assert all(0 < value <= 1 for value in mfu), mfu
+    assert float(run.data.params["model.train_flops_per_sample"]) > 0

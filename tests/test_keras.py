@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mltrack.run import start_run
-from tests.conftest import all_runs
+from tests.conftest import all_runs, check_timing_model
 
 pytestmark = pytest.mark.tf
 
@@ -90,3 +90,16 @@ def test_nan_loss_stops_training_as_diverged_with_the_step(store, client, mk):
     assert r.data.tags["outcome"] == "diverged" and r.info.status == "FAILED"
     assert r.data.tags["diverged_step"] == "3" and r.data.tags["diverged_epoch"] == "0"
     assert len(client.get_metric_history(r.info.run_id, "loss")) == 1  # stopped in epoch 0
+
+
+def test_one_timing_model_validation_timed_apart(store, client, mk):
+    x, y = data(2048)
+    with start_run("k", tracking_uri=store) as run:
+        mk.fit(run, tiny(mk), x, y, epochs=2, batch_size=64, validation_data=(x, y), verbose=0)
+    check_timing_model(client, run.run_id, len(x))
+
+
+def test_flops_per_sample_from_the_layers_equal_the_hand_count(mk):
+    from benchmarks.flops import count_keras, hand_count
+
+    assert count_keras() == hand_count()

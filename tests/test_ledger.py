@@ -43,3 +43,27 @@ def test_gpu_peak_comes_from_the_framework_callable():
 def test_end_epoch_without_start_is_an_error():
     with pytest.raises(RuntimeError):
         Ledger().end_epoch(1)
+
+
+def test_one_timing_model_train_and_validation_apart_throughput_on_training_time():
+    ledger = Ledger()
+    ledger.start_epoch()
+    busy(0.10)  # training steps
+    ledger.start_validation()
+    busy(0.05)  # validation pass
+    ledger.end_validation()
+    busy(0.02)  # callbacks at epoch end
+    record = ledger.end_epoch(samples=1000)
+    assert record["train_wall_s"] == pytest.approx(0.10, abs=0.02)
+    assert record["val_wall_s"] == pytest.approx(0.05, abs=0.02)
+    assert record["epoch_wall_s"] >= record["train_wall_s"] + record["val_wall_s"]
+    assert record["samples_per_s"] == pytest.approx(1000 / record["train_wall_s"])
+    ledger.start_epoch()  # without a validation pass the whole epoch trained
+    busy(0.03)
+    record = ledger.end_epoch(samples=10)
+    assert record["val_wall_s"] == 0 and record["train_wall_s"] == pytest.approx(
+        record["epoch_wall_s"], abs=1e-3
+    )
+    summary = ledger.summary()
+    assert summary["total_val_wall_s"] == pytest.approx(0.05, abs=0.02)
+    assert summary["total_train_wall_s"] == pytest.approx(0.13, abs=0.03)

@@ -122,8 +122,8 @@ def test_sync_ends_the_run_of_a_dead_process_and_leaves_a_live_one_alone(store, 
         run.end_epoch(0, {"loss": 1.0})
     client.set_terminated(run.run_id, "RUNNING")
     # A journal as a SIGKILLed process leaves it: its records, no end.
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,
-                          capture_output=True, check=True)  # fmt: skip
+    command = [sys.executable, "-c", "import os; print(os.getpid())"]
+    gone = subprocess.run(command, text=True, capture_output=True, check=True)
     journal = Journal(spool_dir, run.run_id, store)
     journal.header.update(pid=int(gone.stdout), pid_start=1.0)
     point = {"type": "metric", "key": "loss", "value": 0.5, "step": 1, "timestamp_ms": 5}

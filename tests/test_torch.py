@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mltrack import torch as mt
 from mltrack.run import start_run
-from tests.conftest import all_runs
+from tests.conftest import all_runs, check_timing_model
 
 pytestmark = pytest.mark.torch
 
@@ -104,9 +104,22 @@ def test_bf16_autocast_runs_on_this_cpu(store, client):
         assert model(torch.randn(2, 6)).dtype == torch.bfloat16
 
 
-def test_mixed_fp16_on_cpu_falls_back_and_says_so(store, client, capsys):
+class AutocastProbe(nn.Module):
+    """Records the autocast state its forward pass runs under, inside the training loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = mlp()
+        self.seen: set[tuple[bool, torch.dtype]] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.add((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return self.inner(x)
+
+
+def test_mixed_fp16_on_cpu_runs_fp16_autocast_with_a_grad_scaler(store, client):
     loader = DataLoader(dataset(8), batch_size=4)
-    model = mlp()
+    model = AutocastProbe()
     with start_run("p", tracking_uri=store) as run:
         mt.fit(
             run,
@@ -114,13 +127,27 @@ def test_mixed_fp16_on_cpu_falls_back_and_says_so(store, client, capsys):
             torch.optim.Adam(model.parameters()),
             loader,
             loader,
-            epochs=1,
+            epochs=2,
             settings=mt.Settings(precision="mixed_fp16", device="cpu"),
         )
+    assert (True, torch.float16) in model.seen  # what was asked is what ran
+    assert next(model.parameters()).dtype == torch.float32  # variables stay fp32
     [r] = all_runs(client, "p")
-    assert r.data.tags["torch.precision_run"] == "mixed_bf16"
-    assert "needs CUDA" in r.data.tags["precision_fallback"]
-    assert "mixed_fp16 needs CUDA" in capsys.readouterr().err
+    assert r.data.tags["torch.precision_run"] == "mixed_fp16"
+    scales = client.get_metric_history(r.info.run_id, "loss_scale")
+    assert len(scales) == 2 and all(m.value > 0 for m in scales)
+    assert len(client.get_metric_history(r.info.run_id, "skipped_steps")) == 2
+
+
+def test_one_timing_model_validation_timed_apart(store, client):
+    data = dataset(2048)
+    loader = DataLoader(data, batch_size=64)
+    model = mlp()
+    with start_run("t", tracking_uri=store) as run:
+        optimizer = torch.optim.Adam(model.parameters())
+        settings = mt.Settings(device="cpu")
+        mt.fit(run, model, optimizer, loader, loader, epochs=2, settings=settings)
+    check_timing_model(client, run.run_id, len(data))
 
 
 def test_pure_bf16_casts_the_model():
@@ -158,3 +185,9 @@ def test_image_input_normalises_uint8_in_the_model_dtype():
     out = layer(torch.full((1, 1, 4, 4), 255, dtype=torch.uint8))
     assert out.dtype == torch.bfloat16 and out.shape == (1, 1, 8, 8)
     assert float(out.float().mean()) == pytest.approx(2.0)
+
+
+def test_flop_counter_mode_is_within_5_percent_of_the_hand_count():
+    from benchmarks.flops import count_torch, hand_count
+
+    assert count_torch() == pytest.approx(hand_count(), rel=0.05)

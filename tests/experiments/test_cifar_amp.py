@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import (
     all_runs,
+    check_efficiency,
     env_for,
     epochs_logged,
     start_training,
@@ -77,6 +78,7 @@ def test_synthetic_two_epochs_leaves_one_complete_verified_run(run_module, clien
     assert run.data.metrics["reload_max_abs_diff"] <= float(run.data.tags["reload_tolerance"])
     h5 = Path(client.download_artifacts(run.info.run_id, "model/model.weights.h5"))
     assert h5.read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"  # really HDF5
+    check_efficiency(client, run)
 
 
 def test_accumulation_and_per_step_logging(run_module, client):
@@ -159,3 +161,19 @@ def test_sigterm_kills_the_run(tmp_path, client):
     [run] = all_runs(client)
     assert (run.info.status, run.data.tags["outcome"]) == ("KILLED", "killed")
     assert len(client.get_metric_history(run.info.run_id, "loss")) >= 1
+
+
+def test_bf16_and_mixed_fp16_finish_and_their_exports_reload(run_module, client):
+    result = run_module(
+        "experiments.cifar_amp", *SMALL, "--epochs", "1", "--precisions", "bf16,mixed_fp16"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, children = study_runs(client)
+    ran = {r.data.params["precision"]: r for r in children}
+    assert set(ran) == {"bf16", "mixed_fp16"}
+    for precision, run in ran.items():
+        assert run.info.status == "FINISHED", (precision, run.data.tags.get("error"))
+        assert run.data.tags["reload_ok"] == "true", (precision, run.data.tags)
+        assert run.data.metrics["export_wall_s"] > 0
+    assert ran["bf16"].data.tags["keras.variable_dtypes"] == "bfloat16"
+    assert ran["mixed_fp16"].data.tags["keras.hidden_compute_dtype"] == "float16"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import all_runs
+from mltrack.environment import detect_hardware
+from mltrack.precision import resolve
+from tests.conftest import all_runs, check_efficiency, study_runs
 
 pytestmark = pytest.mark.torch
 
@@ -19,11 +21,13 @@ def test_resnet50_tuned_and_untuned(run_module, client, tuned):
     [run] = all_runs(client)
     assert run.info.status == "FINISHED"
     params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
-    if tuned:
-        assert params["precision"] == "mixed_fp16" and params["accumulation_steps"] == "4"
+    if tuned:  # AMP = what --precision auto resolves to here, labelled as what ran
+        fast = resolve("auto", detect_hardware())
+        assert params["precision_requested"] == "auto"
+        assert params["precision"] == fast.resolved == tags["torch.precision_run"]
+        assert params["precision_reason"] == fast.reason
+        assert params["accumulation_steps"] == "4"
         assert params["pin_memory"] == "True" and params["effective_batch_size"] == "64"
-        assert tags["torch.precision_run"] == "mixed_bf16" and "precision_fallback" in tags
-        assert "mixed_fp16 needs CUDA" in result.stderr
     else:
         assert params["precision"] == "fp32" and params["effective_batch_size"] == "16"
     for key in ("test_f1_macro", "test_accuracy", "total_wall_s", "total_cpu_s"):
@@ -31,6 +35,7 @@ def test_resnet50_tuned_and_untuned(run_module, client, tuned):
     for key in ("val_f1_macro", "data_wait_s", "compute_s", "optimizer_steps", "epoch_wall_s"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 1, key
     assert tags["reload_ok"] == "true" and tags["reload_formats"] == "export,torchscript"
+    check_efficiency(client, run)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert {"model/model.torchscript.pt", "model/model.pt2"} <= artifacts
     assert "epoch 1/1" in result.stdout  # progress is visible
@@ -83,3 +88,17 @@ def test_bad_input_exits_2_without_a_run(run_module, tmp_path, args, message):
     result = run_module("experiments.cifar_torch", *args)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
+def test_bf16_and_mixed_fp16_run_as_labelled_and_reload(run_module, client):
+    result = run_module("experiments.cifar_torch", *SMALL, "--precisions", "bf16,mixed_fp16")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, children = study_runs(client)
+    ran = {r.data.params["precision"]: r for r in children}
+    assert set(ran) == {"bf16", "mixed_fp16"}
+    for precision, run in ran.items():
+        assert run.info.status == "FINISHED", (precision, run.data.tags.get("error"))
+        assert run.data.tags["torch.precision_run"] == precision
+        assert run.data.tags["reload_ok"] == "true", (precision, run.data.tags)
+        assert run.data.metrics["export_wall_s"] > 0
+    assert "loss_scale" in ran["mixed_fp16"].data.metrics

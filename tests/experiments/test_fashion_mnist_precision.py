@@ -67,3 +67,27 @@ def test_digits_study_fp32_fp16_mixed_bf16(run_module, client, store, capsys):
     assert f"{statistics.fmean(accuracy):.4g} ± {statistics.stdev(accuracy):.2g}" in out
     assert "| fp16 | 2 | diverged 2 | – |" in out
     assert "| 1 | " in out and "| 1.00× |" in out  # the one machine leads its leaderboard
+
+
+def test_bf16_and_mixed_fp16_finish_and_their_exports_reload(run_module, client):
+    result = run_module(
+        "experiments.fashion_mnist_precision",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--repeats",
+        "1",
+        "--precisions",
+        "bf16,mixed_fp16",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, children = study_runs(client)
+    ran = {r.data.params["precision"]: r for r in children}
+    assert set(ran) == {"bf16", "mixed_fp16"}
+    for precision, run in ran.items():
+        assert run.info.status == "FINISHED", (precision, run.data.tags.get("error"))
+        assert run.data.tags["reload_ok"] == "true", (precision, run.data.tags)
+        assert run.data.metrics["export_wall_s"] > 0
+    assert ran["bf16"].data.tags["keras.variable_dtypes"] == "bfloat16"
+    assert ran["mixed_fp16"].data.tags["keras.hidden_compute_dtype"] == "float16"

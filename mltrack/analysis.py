@@ -1,0 +1,212 @@
+"""The comparisons that say whether a difference is real: speed and efficiency per group with
+median and minimum, noise caveats, time to a target, and precision parity epoch by epoch.
+
+Used by ``mltrack compare`` (``mltrack.compare``); every number comes from the runs in the
+store: summary metrics for the tables, metric histories only where epochs matter.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mltrack.errors import bad_value
+from mltrack.report import Table, fraction, mean_spread, seconds
+
+NOISY_CV = 0.05  # steady epoch time varying more than this across repeats is called out
+LOST_SHARE = 0.10  # a run that lost more of the machine's CPU than this is called out
+# Metrics that get better as they fall; everything else is better higher.
+_LOWER_IS_BETTER = re.compile(r"(loss|error|_s$|wall|time|cost)")
+
+
+def completed(selection: Any) -> list[tuple[Any, str]]:
+    return [
+        (run, group)
+        for run, group in zip(selection.runs, selection.groups, strict=True)
+        if run.data.tags.get("outcome", "completed") == "completed"
+    ]
+
+
+def _by_group(selection: Any) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for run, group in completed(selection):
+        out.setdefault(group, []).append(run)
+    return out
+
+
+def lost_share(run: Any) -> float:
+    """Share of the machine's CPU capacity that steal and other processes took during the run."""
+    metrics, cores = run.data.metrics, float(run.data.tags.get("hw.cpu_cores", "1") or 1)
+    capacity = metrics.get("total_wall_s", 0.0) * cores
+    lost = metrics.get("total_cpu_steal_s", 0.0) + metrics.get("total_other_cpu_s", 0.0)
+    return lost / capacity if capacity > 0 else 0.0
+
+
+def _cell(values: Sequence[float], fmt: Any = "{:.4g}".format) -> str:
+    return fmt(statistics.median(values)) if values else "–"
+
+
+def speed_table(selection: Any) -> Table:
+    """Per group: wall time as mean ± spread, median and minimum; throughput, TFLOP/s, MFU."""
+    table = Table(
+        f"Speed and efficiency by {selection.key}",
+        [
+            *(selection.key, "runs", "total wall", "median", "min"),
+            *("steady samples/s", "TFLOP/s", "MFU", "lost to other load"),
+        ],
+    )
+    for group, runs in _by_group(selection).items():
+
+        def metric(key: str, runs: list[Any] = runs) -> list[float]:
+            return [r.data.metrics[key] for r in runs if key in r.data.metrics]
+
+        wall = metric("total_wall_s")
+        table.rows.append(
+            [
+                group,
+                str(len(runs)),
+                mean_spread(wall),
+                _cell(wall, seconds),
+                seconds(min(wall)) if wall else "–",
+                _cell(metric("steady_samples_per_s")),
+                _cell(metric("steady_achieved_tflops")),
+                _cell(metric("steady_mfu"), fraction),
+                fraction(max(lost_share(r) for r in runs)),
+            ]
+        )
+    table.notes.append(
+        "median over runs; MFU = achieved TFLOP/s / the peak of the run's compute dtype "
+        "(tags hw.peak_tflops.*); lost = steal + other processes' CPU / the machine's capacity"
+    )
+    return table
+
+
+def noise_caveats(selection: Any) -> list[str]:
+    notes = []
+    for group, runs in _by_group(selection).items():
+        steady = [
+            r.data.metrics["steady_epoch_wall_s"]
+            for r in runs
+            if "steady_epoch_wall_s" in r.data.metrics
+        ]
+        if len(steady) >= 2 and statistics.fmean(steady) > 0:
+            cv = statistics.stdev(steady) / statistics.fmean(steady)
+            if cv > NOISY_CV:
+                notes.append(
+                    f"{group}: steady epoch time varies {cv:.0%} across {len(steady)} repeats "
+                    f"(over {NOISY_CV:.0%}): differences smaller than that are within the noise"
+                )
+        lost = [share for share in map(lost_share, runs) if share > LOST_SHARE]
+        if lost:
+            notes.append(
+                f"{group}: {len(lost)} run(s) lost more than {LOST_SHARE:.0%} of the machine's "
+                f"CPU to steal or other processes (up to {max(lost):.0%}); their times are inflated"
+            )
+    return notes
+
+
+# -- per-epoch comparisons -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    metric: str
+    op: str  # ">=" or "<="
+    value: float
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        found = re.fullmatch(r"\s*([\w./-]+)\s*(>=|<=|=)\s*([-+0-9.eE]+)\s*", text)
+        try:
+            value = float(found.group(3)) if found else math.nan
+        except ValueError:
+            value = math.nan
+        if not found or math.isnan(value):
+            raise bad_value("--target", text, "METRIC=VALUE, METRIC>=VALUE or METRIC<=VALUE")
+        metric, op = found.group(1), found.group(2)
+        if op == "=":
+            op = "<=" if _LOWER_IS_BETTER.search(metric) else ">="
+        return cls(metric, op, value)
+
+    def reached(self, value: float) -> bool:
+        return value >= self.value if self.op == ">=" else value <= self.value
+
+
+def _history(client: Any, run_id: str, metric: str) -> dict[int, float]:
+    return {m.step: m.value for m in client.get_metric_history(run_id, metric)}
+
+
+def time_to_target(
+    client: Any, selection: Any, target: Target, prices: dict[str, float] | None = None
+) -> Table:
+    """Per group: wall time (sum of ``epoch_wall_s``), epochs and cost until first reached."""
+    header = [selection.key, "runs", "reached", "epochs (median)", "wall (median)", "wall (min)"]
+    if prices:
+        header.append("cost (median)")
+    table = Table(f"Time to {target.metric} {target.op} {target.value:g}", header)
+    for group, runs in _by_group(selection).items():
+        epochs, walls, costs = [], [], []
+        for run in runs:
+            values = _history(client, run.info.run_id, target.metric)
+            times = _history(client, run.info.run_id, "epoch_wall_s")
+            hit = next((e for e in sorted(values) if target.reached(values[e])), None)
+            if hit is None:
+                continue
+            wall = sum(t for e, t in times.items() if e <= hit)
+            epochs.append(hit + 1)
+            walls.append(wall)
+            price = (prices or {}).get(run.data.tags.get("hw.label", ""))
+            if price is not None:
+                costs.append(price * wall / 3600)
+        row = [group, str(len(runs)), f"{len(walls)} of {len(runs)}"]
+        if walls:
+            median = statistics.median(walls)
+            row += [f"{statistics.median(epochs):g}", seconds(median), seconds(min(walls))]
+        else:
+            row += ["not reached", "–", "–"]
+        if prices:
+            row.append(f"{statistics.median(costs):.4f}" if costs else "–")
+        table.rows.append(row)
+    return table
+
+
+def parity_table(client: Any, selection: Any, reference: str, tolerance: float) -> Table:
+    """Per epoch, each group's val_loss and val_accuracy minus the reference group's run with
+    the same seed (each repeat has its own seed); the first epoch over ``tolerance``."""
+    groups = _by_group(selection)
+    if reference not in groups:
+        raise bad_value("--parity", reference, f"a group with completed runs: {', '.join(groups)}")
+    by_seed = {r.data.params.get("seed"): r for r in groups[reference]}
+    table = Table(
+        f"Parity with {reference} (same seed), tolerance {tolerance:g}",
+        [selection.key, "seed", "epoch", "Δ val_loss", "Δ val_accuracy", "first epoch over"],
+    )
+    for group, runs in groups.items():
+        if group == reference:
+            continue
+        for run in runs:
+            seed = run.data.params.get("seed")
+            twin = by_seed.get(seed)
+            if twin is None:
+                table.notes.append(f"{group} seed {seed}: no {reference} run with that seed")
+                continue
+            deltas = {}
+            for key in ("val_loss", "val_accuracy"):
+                mine, theirs = (_history(client, r.info.run_id, key) for r in (run, twin))
+                deltas[key] = {e: mine[e] - theirs[e] for e in sorted(mine.keys() & theirs.keys())}
+            epochs = sorted(set(deltas["val_loss"]) | set(deltas["val_accuracy"]))
+            over = [
+                e for e in epochs if any(abs(d.get(e, 0.0)) > tolerance for d in deltas.values())
+            ]
+            first = str(over[0]) if over else "none"
+            for epoch in epochs:
+                table.rows.append(
+                    [group, str(seed), str(epoch)]
+                    + [f"{d[epoch]:+.4f}" if epoch in d else "–" for d in deltas.values()]
+                    + [first]
+                )
+    return table

@@ -1,0 +1,118 @@
+"""``mltrack compare``'s speed, noise, time-to-target and parity views over a real store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mltrack import cli
+from mltrack.analysis import Target
+from mltrack.efficiency import gpu_peaks, per_epoch
+from mltrack.errors import UsageError
+from mltrack.ledger import Ledger
+from mltrack.run import start_run
+from tests.conftest import all_runs
+
+
+def log_curve(store, precision: str, seed: int, val_accuracy: list[float], wall: float) -> str:
+    """A run with known per-epoch values, as a framework hook would log them."""
+    params = {"precision": precision, "seed": seed}
+    with start_run("curves", params=params, tracking_uri=store) as run:
+        for epoch, accuracy in enumerate(val_accuracy):
+            run.end_epoch(
+                epoch,
+                {"val_accuracy": accuracy, "val_loss": 1 - accuracy, "epoch_wall_s": wall},
+            )
+        run.log_metrics({"total_wall_s": wall * len(val_accuracy)}, step=0)
+    return run.run_id
+
+
+def test_target_and_parity_tables_match_the_store(store, client, capsys):
+    log_curve(store, "fp32", 0, [0.50, 0.80, 0.91, 0.95], wall=2.0)
+    log_curve(store, "fp32", 1, [0.55, 0.85, 0.93, 0.96], wall=3.0)
+    log_curve(store, "bf16", 0, [0.50, 0.795, 0.88, 0.89], wall=1.0)  # never reaches 0.9
+    log_curve(store, "bf16", 1, [0.60, 0.90, 0.93, 0.96], wall=1.5)
+    argv = ["compare", "--tracking-uri", store, "--format", "markdown"]
+    assert cli.main([*argv, "--target", "val_accuracy=0.9", "--parity", "fp32"]) == 0
+    out = capsys.readouterr().out
+    # Computed from the store: fp32 reaches 0.9 at epoch 2 (seed 0, 3 × 2 s) and 2 (3 × 3 s).
+    histories = {
+        (r.data.params["precision"], r.data.params["seed"], key): {
+            m.step: m.value for m in client.get_metric_history(r.info.run_id, key)
+        }
+        for r in all_runs(client)
+        for key in ("val_loss", "val_accuracy")
+    }
+    assert "### Time to val_accuracy >= 0.9" in out
+    assert "| fp32 | 2 | 2 of 2 | 3 | 7.50s | 6.00s |" in out  # median of 6 s and 9 s
+    assert "| bf16 | 2 | 1 of 2 | 2 | 3.00s | 3.00s |" in out  # seed 1 at epoch 1: 2 × 1.5 s
+    for epoch in range(4):
+        loss, acc = (
+            histories[("bf16", "0", key)][epoch] - histories[("fp32", "0", key)][epoch]
+            for key in ("val_loss", "val_accuracy")
+        )
+        # |0.88 - 0.91| = 0.03 > 0.01 first at epoch 2 (epoch 1 differs by 0.005)
+        assert f"| bf16 | 0 | {epoch} | {loss:+.4f} | {acc:+.4f} | 2 |" in out
+    assert "| bf16 | 1 | 1 | -0.0500 | +0.0500 | 0 |" in out  # seed 1 departs at once
+    assert cli.main([*argv, "--target", "val_loss=0.05"]) == 0
+    assert "### Time to val_loss <= 0.05" in capsys.readouterr().out  # lower is better: inferred
+
+
+@pytest.mark.parametrize("text", ["accuracy", "val_accuracy>0.9", "x=abc"])
+def test_bad_targets_are_one_line_errors(text):
+    with pytest.raises(UsageError, match="--target: got"):
+        Target.parse(text)
+
+
+def spin_epochs(store: str, group: str, busy_neighbour: bool) -> str:
+    """Two 1.5 s epochs of pure-Python work, with or without a busy process beside them."""
+    neighbour = (
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy_neighbour else None
+    )
+    try:
+        with start_run("noise", params={"precision": group}, tracking_uri=store) as run:
+            ledger = Ledger()
+            ledger.begin()
+            for epoch in range(2):
+                ledger.start_epoch()
+                end = time.perf_counter() + 1.5
+                while time.perf_counter() < end:
+                    pass
+                run.end_epoch(epoch, ledger.end_epoch(1000))
+            ledger.end()
+            run.log_metrics(ledger.summary(), step=0)
+    finally:
+        if neighbour is not None:
+            neighbour.kill()
+            neighbour.wait()
+    return run.run_id
+
+
+def test_a_busy_process_beside_one_run_is_measured_and_called_out(store, client, capsys):
+    quiet = spin_epochs(store, "quiet", busy_neighbour=False)
+    busy = spin_epochs(store, "busy", busy_neighbour=True)
+    other = {
+        run_id: [m.value for m in client.get_metric_history(run_id, "other_cpu_s")]
+        for run_id in (quiet, busy)
+    }
+    # The neighbour kept one core busy for each 1.5 s epoch.
+    assert all(seconds > 1.0 for seconds in other[busy]), other
+    assert sum(other[busy]) > sum(other[quiet]) + 1.5, other
+    assert len(client.get_metric_history(busy, "cpu_steal_s")) == 2
+    assert cli.main(["compare", "--tracking-uri", store, "--experiment", "noise"]) == 0
+    out = capsys.readouterr().out
+    caveats = out.split("###")[0]
+    assert "busy: 1 run(s) lost more than 10% of the machine's CPU" in caveats
+    assert "quiet:" not in caveats
+
+
+def test_efficiency_needs_a_known_peak_and_gpus_come_from_the_datasheet_table():
+    assert per_epoch(3e9, 100.0, 0.5) == pytest.approx({"achieved_tflops": 0.3, "mfu": 0.6})
+    assert per_epoch(3e9, 100.0, None) == pytest.approx({"achieved_tflops": 0.3})  # no guess
+    assert per_epoch(None, 100.0, 0.5) == {}
+    assert gpu_peaks("NVIDIA A100-SXM4-80GB")["bf16"] == 312.0
+    assert gpu_peaks("NVIDIA H100 80GB HBM3")["fp16"] == 989.0
+    assert gpu_peaks("NVIDIA GeForce RTX 3060 Ti") == {}  # unknown: MFU stays absent
