@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make run    train the main experiment (experiments.cifar_amp) into the embedded store
 #   make test   lint, type-check and run the whole test suite
+# and, to look at the runs: make ui (the MLflow UI on 127.0.0.1:5000)
 # Both create .venv and install the project with its pinned ranges the first time.
 
 PYTHON ?= python3.11
@@ -11,7 +12,7 @@ STAMP  := $(VENV)/.installed
 # `make run ARGS="--dataset cifar10"` (or --data-dir DIR). Everything after ARGS= is passed on.
 ARGS   ?= --dataset synthetic --epochs 3
 
-.PHONY: run test lint system-deps clean
+.PHONY: run ui test lint system-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=python3.11"; exit 2; }
@@ -22,6 +23,9 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/python -m experiments.cifar_amp $(ARGS)
+
+ui: $(STAMP)
+	$(BIN)/mltrack ui
 
 # Debian packages some integration tests need (PostgreSQL, Chromium); installed only if absent.
 system-deps:

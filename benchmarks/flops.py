@@ -82,7 +82,7 @@ def main() -> None:
     from mltrack.efficiency import calibrate
 
     peaks = calibrate()
-    print("\nThis machine's peaks (2048² matmul, best of 3, every core), TFLOP/s:")
+    print("\nThis machine's peaks (square matmul up to 2048², best of 3, all cores), TFLOP/s:")
     print(", ".join(f"{k} {v:.3g}" for k, v in peaks.items()))
 
 

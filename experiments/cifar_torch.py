@@ -208,7 +208,7 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     return {**summary, **test}
 
 
-EXPERIMENT = Experiment("cifar_torch", Config, load_data, train, __doc__ or "")
+EXPERIMENT = Experiment("cifar_torch", Config, load_data, train, __doc__ or "", framework="torch")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -142,7 +142,10 @@ def export_torch(run: Run, model: Any, probe: Any, compute_dtype: str) -> bool:
             warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated")
             traced = torch.jit.trace(model, probe, check_trace=False)
         traced.save(str(folder / "model.torchscript.pt"))
-        torch.export.save(torch.export.export(model, (probe,)), str(folder / "model.pt2"))
+        # Any batch size, not only the probe's: the batch dimension is dynamic.
+        batch = ({0: torch.export.Dim.DYNAMIC},)
+        program = torch.export.export(model, (probe,), dynamic_shapes=batch)
+        torch.export.save(program, str(folder / "model.pt2"))
         (folder / "summary.txt").write_text(f"{model}\n")
         for name in ("model.torchscript.pt", "model.pt2", "summary.txt"):
             run.log_artifact(folder / name, "model")

@@ -10,12 +10,31 @@ from pathlib import Path
 from typing import NoReturn
 
 from mltrack.errors import UsageError
+from mltrack.limits import redact_uri
 from mltrack.run import resolve_tracking_uri
 
 
+def newest_experiment(uri: str) -> str | None:
+    """The id of the experiment that changed last and has runs (the one to open first)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    for experiment in client.search_experiments(order_by=["last_update_time DESC"]):
+        if client.search_runs([experiment.experiment_id], max_results=1):
+            return str(experiment.experiment_id)
+    return None
+
+
 def _ui(args: argparse.Namespace) -> int:
-    """Serve the MLflow UI over the same store the experiments write to."""
+    """Serve the MLflow UI over the same store the experiments write to.
+
+    Prints the address of the newest experiment's runs table: MLflow 3 shows that page even
+    while its home page is in the GenAI mode, so nobody has to find the mode switch.
+    """
     uri = resolve_tracking_uri(args.tracking_uri)
+    base = f"http://{args.host}:{args.port}"
+    newest = newest_experiment(uri)
+    where = f"{base}/#/experiments/{newest}/runs" if newest else base
     command = [
         sys.executable,
         "-m",
@@ -28,7 +47,7 @@ def _ui(args: argparse.Namespace) -> int:
         "--port",
         str(args.port),
     ]
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port}", flush=True)
+    print(f"MLflow UI for {redact_uri(uri)}: {where}", flush=True)
     os.execv(sys.executable, command)
     return 0  # pragma: no cover - execv does not return
 
@@ -62,14 +81,13 @@ def _compare(args: argparse.Namespace) -> int:
         parity=args.parity,
         parity_tol=args.parity_tol,
     )
-    if args.format == "terminal":
-        print(report.markdown())
-    elif args.format == "csv":
+    # Standard output links no image: the PNGs exist only where --output writes them.
+    if args.format == "csv":
         print(report.csv, end="")
     elif args.format == "html":
-        print(report.html())
+        print(report.html(figures=False))
     else:
-        print(report.markdown())
+        print(report.markdown(figures=False))
     if args.output:
         written = report.write(Path(args.output))
         print(f"wrote {', '.join(p.name for p in written)} to {args.output}", file=sys.stderr)
@@ -104,7 +122,6 @@ def _doctor(args: argparse.Namespace) -> int:
 def _sync(args: argparse.Namespace) -> int:
     """Deliver the journals of runs that ended (or died) before their store took everything."""
     from mltrack import spool
-    from mltrack.limits import redact_uri
 
     folder = Path(args.spool_dir) if args.spool_dir else spool.spool_dir()
     files = spool.pending(folder)

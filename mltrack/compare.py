@@ -287,15 +287,17 @@ class Report:
     csv: str
     figures: dict[str, Any]  # file name -> matplotlib figure
 
-    def markdown(self) -> str:
+    def markdown(self, figures: bool = True) -> str:
+        """The report; ``figures``: link the PNGs (only where ``write`` puts them beside it)."""
         parts = [t.markdown() for t in self.tables]
-        parts += [f"![{name}]({name})" for name in self.figures]
+        parts += [f"![{name}]({name})" for name in self.figures if figures]
         notes = "\n".join(f"- {n}" for n in self.notes)
         return ("**Caveats**\n\n" + notes + "\n\n" if notes else "") + "\n\n".join(parts) + "\n"
 
-    def html(self) -> str:
+    def html(self, figures: bool = True) -> str:
         body = "".join(t.html() for t in self.tables)
-        body += "".join(f'<p><img src="{name}" alt="{name}"></p>' for name in self.figures)
+        shown = self.figures if figures else {}
+        body += "".join(f'<p><img src="{name}" alt="{name}"></p>' for name in shown)
         notes = "".join(f"<li>{n}</li>" for n in self.notes)
         return (
             "<!doctype html><meta charset='utf-8'><title>mltrack comparison</title>"

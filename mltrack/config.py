@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 import types
 import typing
 from collections.abc import Sequence
@@ -22,6 +23,30 @@ from mltrack.errors import UsageError, bad_value
 from mltrack.precision import PRECISIONS
 
 C = TypeVar("C", bound="ExperimentConfig")
+
+
+def quiet_frameworks(verbose: bool, framework: str = "") -> None:
+    """No TensorFlow/absl/oneDNN/CUDA banner and no MLflow INFO lines unless ``--verbose``.
+
+    Runs before TensorFlow or MLflow is imported: they read these variables when they load (a
+    value the user set stays). TensorFlow's absl logs a few lines while its shared libraries
+    load, before ``TF_CPP_MIN_LOG_LEVEL`` applies; so a Keras experiment imports Keras here,
+    with file descriptor 2 on /dev/null for the length of that import only.
+    """
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ INFO, WARNING and ERROR lines
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    if framework == "keras" and "keras" not in sys.modules:
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        try:
+            import keras  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
 
 
 def flag(name: str) -> str:
@@ -64,6 +89,10 @@ class ExperimentConfig:
     )
     export: bool = field(
         default=True, metadata=help_("export the model and verify it reloads (sweeps: --no-export)")
+    )
+    verbose: bool = field(
+        default=False,
+        metadata=help_("show the frameworks' start-up logs (TensorFlow, absl, oneDNN, CUDA)"),
     )
 
     def __post_init__(self) -> None:

@@ -11,13 +11,15 @@ its error and the study goes on; the parent ends FAILED only if no child complet
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from mltrack.config import ExperimentConfig, parse_config
+from mltrack.config import ExperimentConfig, parse_config, quiet_frameworks
 from mltrack.environment import detect_hardware
 from mltrack.errors import Terminated, UsageError
 from mltrack.limits import redact_uri
@@ -60,6 +62,7 @@ class Experiment(Generic[C, D]):
     load_data: Callable[[C], D]
     train: Callable[[C, D, Run], dict[str, float]]
     description: str = ""
+    framework: str = "keras"  # "keras" or "torch": what the experiment trains with
     # The table a study's parent run carries (results.md) and the terminal shows.
     study_report: Callable[[Sequence[RunResult]], str] = lambda results: str(
         results_table([r.as_result() for r in results])
@@ -158,6 +161,7 @@ class Experiment(Generic[C, D]):
     def main(self, argv: Sequence[str] | None = None) -> int:
         try:
             cfg = self.parse(argv)
+            quiet_frameworks(cfg.verbose, self.framework)
             data = self.load_data(cfg)
         except UsageError as exc:
             print(f"{self.prog}: error: {exc}", file=sys.stderr)
@@ -175,7 +179,20 @@ class Experiment(Generic[C, D]):
         print(self.report(results))
         uri = resolve_tracking_uri(cfg.tracking_uri or None)
         print(
-            f"\nRuns are in {redact_uri(uri)}. Browse them with:\n  mltrack ui"
+            f"\nRuns are in {redact_uri(uri)}. Browse them with:\n  {mltrack_command()} ui"
             + ("" if cfg.tracking_uri == "" else f" --tracking-uri {redact_uri(uri)}")
         )
         return 0 if any(r.outcome == "completed" for r in results) else 1
+
+
+def mltrack_command() -> str:
+    """How to call ``mltrack`` from here: by name if that is this environment's, else its path
+    (after the README's set-up it is ``.venv/bin/mltrack``, not on PATH)."""
+    script = Path(sys.executable).with_name("mltrack")
+    found = shutil.which("mltrack")
+    if not script.exists() or (found and Path(found).resolve() == script.resolve()):
+        return "mltrack"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -192,6 +193,16 @@ def _flops(
         return torch_flops_per_sample(model, loss_fn, x, y[:2].to(device))
 
 
+def _progress(loader: Any, description: str) -> Any:
+    """A progress bar over the batches on a terminal (as Keras shows); in logs and CI only the
+    one line per epoch that ``fit`` prints."""
+    if not sys.stderr.isatty():
+        return loader
+    from tqdm import tqdm
+
+    return tqdm(loader, desc=description, unit="batch", leave=False, dynamic_ncols=True)
+
+
 def fit(
     run: Run,
     model: nn.Module,
@@ -224,7 +235,7 @@ def fit(
         window_loss = torch.zeros((), device=device)
         optimizer.zero_grad(set_to_none=True)
         waited = started = time.perf_counter()
-        for i, (x, y) in enumerate(train_loader):
+        for i, (x, y) in enumerate(_progress(train_loader, f"epoch {epoch + 1}/{epochs}")):
             data_wait += time.perf_counter() - waited
             x = _to_device(x, device, settings, CAST.get(precision))
             y = y.to(device, non_blocking=settings.non_blocking)

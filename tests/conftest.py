@@ -65,10 +65,11 @@ def all_runs(client, experiment: str | None = None) -> list:
 
 
 def env_for(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    # The product's own defaults decide what the frameworks print, not the developer's shell.
+    quiet = ("TF_CPP_MIN_LOG_LEVEL", "MLFLOW_LOGGING_LEVEL")
+    env = {k: v for k, v in os.environ.items() if k not in quiet}
     env.update(
         PYTHONPATH=str(ROOT),
-        TF_CPP_MIN_LOG_LEVEL="3",
         MLFLOW_TRACKING_URI="",
         PYTHONUNBUFFERED="1",
         HOME=str(tmp_path),  # no Keras dataset cache from the developer's machine
@@ -140,7 +141,8 @@ def epochs_logged(client, experiment: str = "cifar_amp") -> int:
 
 @contextmanager
 def ui_server(store: str, tmp_path: Path) -> Iterator[str]:
-    """``mltrack ui`` over ``store`` on a free loopback port; yields its base URL."""
+    """``mltrack ui`` over ``store`` on a free loopback port; yields its base URL (what it
+    printed is in ``tmp_path / "ui.out"``)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
@@ -148,7 +150,7 @@ def ui_server(store: str, tmp_path: Path) -> Iterator[str]:
         [sys.executable, "-m", "mltrack.cli", "ui", "--tracking-uri", store, "--port", str(port)],
         cwd=tmp_path,
         env=env_for(tmp_path),
-        stdout=subprocess.DEVNULL,
+        stdout=(tmp_path / "ui.out").open("w"),
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
@@ -191,3 +193,42 @@ def check_efficiency(client, run) -> None:
     assert mfu and len(mfu) == len(achieved), (mfu, achieved)
     assert all(0 < value <= 1 for value in mfu), mfu
     assert float(run.data.params["model.train_flops_per_sample"]) > 0
+
+
+# Loads a run's exported model with the framework's public API alone (no mltrack import) in a
+# fresh process and runs batches of 3 and 5 uint8 images: what a user deploying it would do.
+RELOAD = {
+    "keras": """
+import sys, keras, numpy as np
+model = keras.models.model_from_json(open(sys.argv[1] + "/model.json").read())
+model.load_weights(sys.argv[1] + "/model.weights.h5")
+for n in (3, 5):
+    x = np.random.default_rng(n).integers(0, 255, (n, 32, 32, 3)).astype("float32")
+    assert model.predict(x, verbose=0).shape == (n, 10)
+assert "mltrack" not in sys.modules
+print("ok")
+""",
+    "torch": """
+import sys, torch
+program = torch.export.load(sys.argv[1] + "/model.pt2").module()
+scripted = torch.jit.load(sys.argv[1] + "/model.torchscript.pt")
+for n in (3, 5):
+    x = torch.randint(0, 255, (n, 3, 32, 32), dtype=torch.uint8)
+    assert program(x).shape == (n, 10) and scripted(x).shape == (n, 10)
+assert "mltrack" not in sys.modules
+print("ok")
+""",
+}
+
+
+def reload_without_mltrack(client, run_id: str, framework: str, tmp_path: Path) -> None:
+    folder = client.download_artifacts(run_id, "model", str(tmp_path / "exported"))
+    result = subprocess.run(
+        [sys.executable, "-c", RELOAD[framework], folder],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,  # not the repository: mltrack is not importable by accident
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 
 import pytest
 import torch
@@ -191,3 +192,21 @@ def test_flop_counter_mode_is_within_5_percent_of_the_hand_count():
     from benchmarks.flops import count_torch, hand_count
 
     assert count_torch() == pytest.approx(hand_count(), rel=0.05)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_a_progress_bar_over_the_batches(store, monkeypatch, capsys):
+    screen = Terminal()
+    monkeypatch.setattr("sys.stderr", screen)
+    model = mlp()
+    loader = DataLoader(dataset(40), batch_size=4)
+    with start_run("bar", tracking_uri=store) as run:
+        settings = mt.Settings(device="cpu")
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        mt.fit(run, model, optimizer, loader, loader, epochs=2, settings=settings)
+    assert "epoch 2/2" in screen.getvalue() and "10/10" in screen.getvalue()  # tqdm's count
+    assert capsys.readouterr().out.count("epoch ") == 2  # and one line per epoch on stdout

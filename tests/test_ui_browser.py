@@ -37,18 +37,18 @@ def test_experiment_and_run_pages_show_runs_and_metrics(store, tmp_path):
         runs.append(run)
     SHOTS.mkdir(exist_ok=True)
     with ui_server(store, tmp_path) as base, sync_playwright() as p:
+        printed = (tmp_path / "ui.out").read_text().strip().rsplit(" ", 1)[-1]
+        assert printed == f"{base}/#/experiments/{runs[0].experiment_id}/runs", printed
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(f"{base}/#/experiments/{runs[0].experiment_id}", timeout=60_000)
-        # MLflow 3 opens in its GenAI view; a person clicks "Model training" once per
-        # browser (the choice is kept in localStorage), as the README says.
-        page.get_by_role("button", name="Model training").click(timeout=60_000)
+        # The address `mltrack ui` printed, in a new browser: the runs table, no mode switch.
+        page.goto(printed, timeout=60_000)
         try:
             for name in names:
                 page.get_by_text(name).first.wait_for(timeout=60_000)
+            page.get_by_text("val_accuracy").first.wait_for(timeout=60_000)  # a metric column
         finally:
             page.screenshot(path=str(SHOTS / "mlflow-ui-experiment.png"), full_page=True)
-        page.screenshot(path=str(SHOTS / "mlflow-ui-experiment.png"), full_page=True)
 
         page.goto(f"{base}/#/experiments/{runs[1].experiment_id}/runs/{runs[1].run_id}")
         metric = page.get_by_text("val_accuracy").first

@@ -11,6 +11,7 @@ import time
 import warnings
 from typing import Any
 
+from mltrack.config import quiet_frameworks
 from mltrack.environment import detect_hardware
 from mltrack.errors import UsageError, bad_value
 from mltrack.limits import redact_uri
@@ -27,6 +28,7 @@ class Sweep:
         self.args = args
         self.experiment = load_experiment(args.module)
         self.cfg = self.experiment.parse(args.passthrough)
+        quiet_frameworks(self.cfg.verbose, self.experiment.framework)
         hardware = detect_hardware()
         space = SearchSpace.default(self.cfg, hardware)
         if args.space_file:

@@ -6,7 +6,7 @@ import pytest
 
 from mltrack.environment import detect_hardware
 from mltrack.precision import resolve
-from tests.conftest import all_runs, check_efficiency, study_runs
+from tests.conftest import all_runs, check_efficiency, reload_without_mltrack, study_runs
 
 pytestmark = pytest.mark.torch
 
@@ -14,7 +14,7 @@ SMALL = ["--dataset", "synthetic", "--synthetic-size", "64", "--batch-size", "16
 
 
 @pytest.mark.parametrize("tuned", [False, True])
-def test_resnet50_tuned_and_untuned(run_module, client, tuned):
+def test_resnet50_tuned_and_untuned(run_module, client, tuned, tmp_path):
     args = [*SMALL, "--model", "resnet50"] + (["--tuned"] if tuned else ["--precision", "fp32"])
     result = run_module("experiments.cifar_torch", *args)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -36,6 +36,8 @@ def test_resnet50_tuned_and_untuned(run_module, client, tuned):
         assert len(client.get_metric_history(run.info.run_id, key)) == 1, key
     assert tags["reload_ok"] == "true" and tags["reload_formats"] == "export,torchscript"
     check_efficiency(client, run)
+    if not tuned:  # the exported programs take any batch size, loaded by torch alone
+        reload_without_mltrack(client, run.info.run_id, "torch", tmp_path)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert {"model/model.torchscript.pt", "model/model.pt2"} <= artifacts
     assert "epoch 1/1" in result.stdout  # progress is visible
