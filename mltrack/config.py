@@ -90,6 +90,13 @@ class ExperimentConfig:
     export: bool = field(
         default=True, metadata=help_("export the model and verify it reloads (sweeps: --no-export)")
     )
+    system_metrics: bool = field(
+        default=False,
+        metadata=help_("log MLflow's system metrics (CPU, memory, disk, network, GPU) over time"),
+    )
+    system_metrics_interval: float = field(
+        default=10.0, metadata=help_("seconds between system-metrics samples")
+    )
     verbose: bool = field(
         default=False,
         metadata=help_("show the frameworks' start-up logs (TensorFlow, absl, oneDNN, CUDA)"),
@@ -120,6 +127,10 @@ class ExperimentConfig:
             value = getattr(self, name)
             if value < 1:
                 raise bad_value(flag(name), value, "an integer >= 1")
+        if self.system_metrics_interval <= 0:
+            raise bad_value(
+                "--system-metrics-interval", self.system_metrics_interval, "a number > 0"
+            )
         if self.log_every_n_steps < 0:
             raise bad_value("--log-every-n-steps", self.log_every_n_steps, "an integer >= 0")
         listed = self.precision_list()

@@ -107,7 +107,11 @@ class Experiment(Generic[C, D]):
             tags={"precision": resolved.resolved, "mltrack.module": f"experiments.{self.name}"},
             tracking_uri=cfg.tracking_uri or None,
             parent=parent,
+            system_metrics_interval=cfg.system_metrics_interval if cfg.system_metrics else 0.0,
         ) as run:
+            inputs = getattr(data, "mlflow_inputs", None)
+            if inputs is not None:  # the UI's Dataset column and filters
+                run.log_inputs(inputs())
             for hook in hooks:
                 hook(run)
             metrics = self.train(run_cfg, data, run)

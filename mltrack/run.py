@@ -36,7 +36,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -46,7 +46,7 @@ from mltrack.efficiency import peak_tags
 from mltrack.environment import detect_hardware, git_tags, hardware_tags, software_tags
 from mltrack.errors import Terminated
 from mltrack.process import identity
-from mltrack.sink import Artifact, Point, Record, Sink, Values, as_json
+from mltrack.sink import Artifact, Inputs, Point, Record, Sink, Values, as_json
 from mltrack.spool import Journal, spool_dir
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,7 @@ class Run:
         self.outcome = "completed"
         self.error = ""
         self.epoch_hooks: list[EpochHook] = []
+        self.monitor: Any = None  # MLflow's SystemMetricsMonitor, when asked for
         self.journal = Journal(spool_dir(), run_id, tracking_uri)
         self.sink = Sink(
             self._deliver,
@@ -179,6 +180,15 @@ class Run:
         kept = self.journal.keep_file(Path(path), artifact_path)
         self.sink.put([Artifact(str(kept), artifact_path or None)])
 
+    def log_inputs(self, datasets: Sequence[tuple[str, Any]]) -> None:
+        """MLflow dataset inputs: (context such as ``training``, an ``mlflow.data`` dataset)."""
+        fields = tuple(
+            (context, tuple((k, str(v)) for k, v in dataset.to_dict().items() if v is not None))
+            for context, dataset in datasets
+        )
+        if fields:
+            self.sink.put([Inputs(fields)])
+
     def log_text(self, text: str, artifact_file: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             target = Path(tmp) / Path(artifact_file).name
@@ -218,6 +228,8 @@ class Run:
         Waits at most ``END_TIMEOUT_S`` (``MLTRACK_END_TIMEOUT_S``) for the store.
         """
         status = STATUS[self.outcome]
+        if self.monitor is not None:
+            self.monitor.finish()
         self.set_tags({"outcome": self.outcome, **({"error": self.error} if self.error else {})})
         reason = "the store did not take everything in time"
         if self.sink.close(END_TIMEOUT_S):
@@ -262,6 +274,8 @@ class Run:
                 self._client.log_batch(self.run_id, **{head.kind: chunk}, synchronous=True)
         elif isinstance(head, Artifact):
             self._client.log_artifact(self.run_id, head.file, head.artifact_path)
+        elif isinstance(head, Inputs):
+            self._client.log_inputs(self.run_id, datasets=dataset_inputs(as_json(head)))
         else:
             points = [p for p in unit if isinstance(p, Point)]
             metrics = [Metric(p.key, p.value, p.timestamp_ms, p.step) for p in points]
@@ -269,6 +283,19 @@ class Run:
 
     def _heartbeat(self) -> None:
         self._client.set_tag(self.run_id, HEARTBEAT_TAG, str(int(time.time())))
+
+
+def dataset_inputs(record: Mapping[str, Any]) -> list[Any]:
+    """A journal's ``inputs`` record as MLflow ``DatasetInput`` entities."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    out = []
+    for fields in record["datasets"]:
+        fields = dict(fields)
+        context = fields.pop("context")
+        tags = [InputTag("mlflow.data.context", context)]
+        out.append(DatasetInput(Dataset(**fields), tags=tags))
+    return out
 
 
 def _folder(artifact_file: str) -> str | None:
@@ -329,8 +356,13 @@ def start_run(
     tags: Mapping[str, Any] | None = None,
     tracking_uri: str | None = None,
     parent: Run | None = None,
+    system_metrics_interval: float = 0.0,
 ) -> Iterator[Run]:
-    """Open a run (a child of ``parent`` if given) and end it with its true status."""
+    """Open a run (a child of ``parent`` if given) and end it with its true status.
+
+    ``system_metrics_interval`` > 0 starts MLflow's own system-metrics monitor for the run
+    (``system/*`` metrics every that many seconds); it stops before the run ends.
+    """
     uri = resolve_tracking_uri(tracking_uri or (parent.tracking_uri if parent else None))
     client = parent._client if parent else _client(uri)
     experiment_id = (
@@ -350,6 +382,13 @@ def start_run(
         base_tags["mlflow.parentRunId"] = parent.run_id
     created = client.create_run(experiment_id, run_name=run_name, tags=limits.tags(base_tags))
     run = Run(client, created.info.run_id, experiment_id, uri)
+    if system_metrics_interval > 0:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        run.monitor = SystemMetricsMonitor(
+            run.run_id, sampling_interval=system_metrics_interval, tracking_uri=uri
+        )
+        run.monitor.start()
     try:
         run.set_tags(tags or {})
         run.log_params(params or {})

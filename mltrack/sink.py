@@ -56,7 +56,14 @@ class Artifact:
     artifact_path: str | None
 
 
-Record = Point | Values | Artifact
+@dataclass(frozen=True)
+class Inputs:
+    """Datasets the run used: (context, the fields of ``mlflow.data.Dataset.to_dict()``)."""
+
+    datasets: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+
+
+Record = Point | Values | Artifact | Inputs
 
 
 def as_json(record: Record) -> dict[str, Any]:
@@ -71,6 +78,11 @@ def as_json(record: Record) -> dict[str, Any]:
         }
     if isinstance(record, Values):
         return {"type": record.kind, "values": dict(record.values)}
+    if isinstance(record, Inputs):
+        return {
+            "type": "inputs",
+            "datasets": [{"context": c, **dict(f)} for c, f in record.datasets],
+        }
     return {"type": "artifact", "file": record.file, "artifact_path": record.artifact_path}
 
 

@@ -129,6 +129,10 @@ def replay(path: Path, client: Any = None) -> Replayed:
             client.log_batch(run_id, **{kind: items[i : i + MAX_PARAMS_TAGS_PER_BATCH]})
     done.params, done.tags = len(params), len(tag_values)
     for record in records:
+        if record["type"] == "inputs":
+            from mltrack.run import dataset_inputs  # the run's own conversion
+
+            client.log_inputs(run_id, datasets=dataset_inputs(record))
         if record["type"] == "artifact":
             client.log_artifact(run_id, record["file"], record["artifact_path"])
             done.artifacts += 1

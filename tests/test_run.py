@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mltrack.data import fingerprint
 from mltrack.errors import Terminated
 from mltrack.limits import REDACTED
 from mltrack.run import STATUS, start_run
@@ -204,3 +205,45 @@ def test_artifacts_cannot_leave_the_run_artifact_root(store, client, tmp_path, w
             run.log_artifact(source, where)
         run.log_text("ok", "reports/table.md")
     assert [a.path for a in client.list_artifacts(run.run_id, "reports")] == ["reports/table.md"]
+
+
+def test_datasets_are_mlflow_dataset_inputs_with_digest_and_context(store, client, tmp_path):
+    import numpy as np
+
+    from mltrack import spool
+    from mltrack.data import ArrayDataset
+    from mltrack.spool import Journal
+
+    rng = np.random.default_rng(0)
+    data = ArrayDataset(
+        "tiny", rng.random((8, 4)), np.arange(8), rng.random((4, 4)), np.arange(4), 8, "generated"
+    )
+    with start_run("exp", tracking_uri=store) as run:
+        run.log_inputs(data.mlflow_inputs())
+    inputs = client.get_run(run.run_id).inputs.dataset_inputs
+    got = {i.tags[0].value: (i.dataset.name, i.dataset.digest) for i in inputs}
+    assert got == {
+        "training": ("tiny-train", fingerprint(data.x_train, data.y_train)),
+        "evaluation": ("tiny-test", fingerprint(data.x_test, data.y_test)),
+    }
+    assert all(i.dataset.schema and i.dataset.profile for i in inputs)
+    # The journal carries them too: a replay (mltrack sync) logs the same inputs.
+    with start_run("exp", tracking_uri=store) as other:
+        pass
+    journal = Journal(tmp_path, other.run_id, store)
+    _, training = data.mlflow_inputs()[0]
+    journal.append(
+        [{"type": "inputs", "datasets": [{"context": "training", **training.to_dict()}]}]
+    )
+    spool.replay(journal.path)
+    [replayed] = client.get_run(other.run_id).inputs.dataset_inputs
+    assert replayed.dataset.digest == fingerprint(data.x_train, data.y_train)
+
+
+def test_system_metrics_come_from_mlflows_own_monitor_while_the_run_lasts(store, client):
+    with start_run("exp", tracking_uri=store, system_metrics_interval=0.5) as run:
+        time.sleep(2.0)
+    metrics = client.get_run(run.run_id).data.metrics
+    assert "system/cpu_utilization_percentage" in metrics, sorted(metrics)
+    samples = client.get_metric_history(run.run_id, "system/system_memory_usage_megabytes")
+    assert len(samples) >= 2

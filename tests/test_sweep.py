@@ -68,3 +68,28 @@ def test_objective_parsing():
     assert Objective.parse("total_wall_s:min").direction == "minimize"
     with pytest.raises(UsageError, match=r"^--objective: got 'val_accuracy', expected METRIC"):
         Objective.parse("val_accuracy")
+
+
+def test_parameter_importances_reach_the_parent_once_five_trials_completed(store, client):
+    import optuna
+
+    from mltrack.run import start_run
+    from mltrack.sweep.parent import log_importances
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def objective(trial: optuna.Trial) -> float:
+        batch = trial.suggest_categorical("batch_size", [16, 32, 64])
+        steps = trial.suggest_categorical("accumulation_steps", [1, 2, 4])
+        return batch / 64 + 0.01 * steps  # batch size matters most
+
+    with start_run("sweep", tracking_uri=store) as parent:
+        study.optimize(objective, n_trials=4)
+        assert log_importances(parent, study) == {}  # four: too few to say anything
+        study.optimize(objective, n_trials=8)
+        values = log_importances(parent, study)
+    metrics = client.get_run(parent.run_id).data.metrics
+    assert set(values) == {"importance.batch_size", "importance.accumulation_steps"}
+    assert metrics["importance.batch_size"] > metrics["importance.accumulation_steps"]
+    assert sum(values.values()) == pytest.approx(1.0)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +24,18 @@ def fingerprint(*arrays: np.ndarray) -> str:
         digest.update(str(array.shape).encode())
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:12]
+
+
+def dataset_source(source: str) -> Any:
+    """Where a dataset came from, as MLflow records it: a path or URL, else a description."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    if "://" in source or Path(source).exists():
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": all local
+            warnings.simplefilter("ignore")
+            return resolve_dataset_source(source)
+    return CodeDatasetSource({"origin": source})
 
 
 @dataclass
@@ -42,3 +57,26 @@ class ArrayDataset:
             "dataset.hash": fingerprint(self.x_train, self.y_train, self.x_test, self.y_test),
             "dataset.source": self.source,
         }
+
+    def mlflow_inputs(self) -> list[tuple[str, Any]]:
+        """The training and evaluation splits as MLflow datasets (name, digest, source,
+        schema, profile), each with its context; the digest is the split's content hash."""
+        import mlflow.data
+
+        source = dataset_source(self.source)
+        return [
+            (
+                context,
+                mlflow.data.from_numpy(
+                    x,
+                    targets=y,
+                    source=source,
+                    name=f"{self.name}-{split}",
+                    digest=fingerprint(x, y),
+                ),
+            )
+            for context, split, x, y in (
+                ("training", "train", self.x_train, self.y_train),
+                ("evaluation", "test", self.x_test, self.y_test),
+            )
+        ]

@@ -51,6 +51,25 @@ class ImageFolder:
             "dataset.source": str(self.root),
         }
 
+    def mlflow_inputs(self) -> list[tuple[str, Any]]:
+        """The train and test folders as MLflow datasets (source: the folder)."""
+        from mlflow.data.meta_dataset import MetaDataset
+
+        from mltrack.data.core import dataset_source
+
+        digest = str(self.params()["dataset.hash"])
+        return [
+            (
+                context,
+                MetaDataset(
+                    dataset_source(str(self.root / split)),
+                    f"{self.name}-{split}",
+                    f"{digest}-{split}",
+                ),
+            )
+            for context, split in (("training", "train"), ("evaluation", "test"))
+        ]
+
 
 def open_folder(root: Path, name: str = "cats_vs_dogs") -> ImageFolder:
     """Check the layout and count images; a clear error names the first missing folder."""

@@ -91,6 +91,28 @@ def mark_best(parent: Run, study: Any) -> None:
             tag_run(parent.tracking_uri, run_id, {key: str(trial.number in numbers).lower()})
 
 
+MIN_TRIALS_FOR_IMPORTANCE = 5
+
+
+def log_importances(parent: Run, study: Any) -> dict[str, float]:
+    """Optuna's parameter importances (fANOVA) as metrics ``importance.<param>`` on the parent,
+    once five or more trials completed (fewer say nothing that holds); one objective only."""
+    import optuna
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(study.directions) != 1 or len(done) < MIN_TRIALS_FOR_IMPORTANCE:
+        return {}
+    try:
+        importances = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError) as exc:  # e.g. every completed trial had one value
+        log.warning("parameter importances skipped: %s", exc)
+        return {}
+    values = {f"importance.{name}": float(value) for name, value in importances.items()}
+    parent.log_metrics(values, step=0)
+    return values
+
+
 def log_plots(parent: Run, study: Any) -> None:
     """Optimization history, parameter importances and (two objectives) the Pareto front."""
     import matplotlib

@@ -18,7 +18,7 @@ from mltrack.limits import redact_uri
 from mltrack.precision import resolve
 from mltrack.run import Run, describe, end_orphan, outcome_of, resolve_tracking_uri
 from mltrack.sweep.args import SweepArgs, load_experiment
-from mltrack.sweep.parent import log_plots, mark_best, shared_parent
+from mltrack.sweep.parent import log_importances, log_plots, mark_best, shared_parent
 from mltrack.sweep.space import SearchSpace, read_space_file
 from mltrack.sweep.study import counted, make_pruner, make_sampler, open_storage
 
@@ -186,6 +186,7 @@ class Sweep:
             self.parent = parent
             self._loop(study, deadline)
             mark_best(parent, study)
+            log_importances(parent, study)
             log_plots(parent, study)
         return study
 
