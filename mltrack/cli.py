@@ -80,6 +80,7 @@ def _compare(args: argparse.Namespace) -> int:
         target=Target.parse(args.target) if args.target else None,
         parity=args.parity,
         parity_tol=args.parity_tol,
+        figures=bool(args.output or args.log),  # charts exist only where they are written
     )
     # Standard output links no image: the PNGs exist only where --output writes them.
     if args.format == "csv":

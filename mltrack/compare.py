@@ -329,8 +329,11 @@ def build(
     target: Target | None = None,
     parity: str = "",
     parity_tol: float = 0.01,
+    figures: bool = True,
 ) -> Report:
-    from mltrack.plots import group_curves, time_vs_accuracy
+    """The tables (from the runs' latest metrics) and, with ``figures``, the charts: only
+    they need metric histories, one store call per run and curve (issue 13), so a report
+    that is printed, not written, never asks for them."""
 
     tables = [
         precision_table(selection, baseline),
@@ -342,16 +345,22 @@ def build(
         tables.append(time_to_target(client, selection, target, prices))
     if parity:
         tables.append(parity_table(client, selection, parity, parity_tol))
+    charts = charts_of(client, selection) if figures else {}
+    return Report(tables, caveats(selection), runs_csv(selection), charts)
+
+
+def charts_of(client: Any, selection: Selection) -> dict[str, Any]:
+    from mltrack.plots import group_curves, time_vs_accuracy
+
     curves = {m: histories(client, selection, m) for m in CURVE_METRICS}
     points = {
         g: [(m.get("total_wall_s", math.nan), m.get("test_accuracy", math.nan)) for m in ms]
         for g, ms in groups_of(selection.results).items()
     }
-    figures = {
+    return {
         "learning_curves.png": group_curves(curves, selection.key),
         "time_vs_accuracy.png": time_vs_accuracy(points, selection.key),
     }
-    return Report(tables, caveats(selection), runs_csv(selection), figures)
 
 
 def log_report(tracking_uri: str, report: Report, experiment: str, key: str) -> str:
