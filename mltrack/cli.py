@@ -130,7 +130,7 @@ def _sync(args: argparse.Namespace) -> int:
     for path in files:
         try:
             if not spool.ready_to_replay(path):
-                print(f"{path.name}: its process is still running; left for it")
+                print(f"{path.name}: left for its process (still running, or on another host)")
                 continue
             done = spool.replay(path)
         except Exception as exc:

@@ -232,7 +232,7 @@ class Sink:
             if batch and self._journal is not None:
                 try:
                     self._journal(batch)
-                except OSError as exc:  # the store may still take them; say what is at risk
+                except Exception as exc:  # the store may still take them; say what is at risk
                     log.error("could not journal %d record(s) to local disk: %s", len(batch), exc)
             with self._cond:
                 self._outgoing.extend(batch)
