@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from mltrack.errors import UsageError
 from mltrack.limits import redact_uri
-from mltrack.run import resolve_tracking_uri
+from mltrack.uris import resolve_tracking_uri
 
 
 def newest_experiment(uri: str) -> str | None:

@@ -25,14 +25,8 @@ from mltrack.errors import Terminated, UsageError
 from mltrack.limits import redact_uri
 from mltrack.precision import Resolved, resolve
 from mltrack.report import Result, results_table
-from mltrack.run import (
-    Run,
-    describe,
-    outcome_of,
-    resolve_tracking_uri,
-    sigterm_as_exception,
-    start_run,
-)
+from mltrack.run import Run, describe, outcome_of, sigterm_as_exception, start_run
+from mltrack.uris import resolve_tracking_uri
 
 C = TypeVar("C", bound=ExperimentConfig)
 D = TypeVar("D", bound="Dataset")

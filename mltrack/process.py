@@ -8,7 +8,12 @@ after the pid was reused.
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
+
+# The tags by which `mltrack doctor` tells a live run from an orphan.
+HOST_TAG, PID_TAG, PID_START_TAG = "mltrack.host", "mltrack.pid", "mltrack.pid_start"
+HEARTBEAT_TAG = "mltrack.heartbeat"
 
 
 def identity() -> dict[str, Any]:
@@ -30,3 +35,13 @@ def is_gone(host: str, pid: int, started: float) -> bool | None:
         return abs(process.create_time() - started) > 1.0 or process.status() == "zombie"
     except psutil.NoSuchProcess:
         return True
+
+
+def process_tags() -> dict[str, str]:
+    me = identity()
+    return {
+        HOST_TAG: me["host"],
+        PID_TAG: str(me["pid"]),
+        PID_START_TAG: f"{me['pid_start']:.2f}",
+        HEARTBEAT_TAG: str(int(time.time())),
+    }

@@ -45,13 +45,13 @@ from mltrack import limits
 from mltrack.efficiency import peak_tags
 from mltrack.environment import detect_hardware, git_tags, hardware_tags, software_tags
 from mltrack.errors import Terminated
-from mltrack.process import identity
+from mltrack.process import HEARTBEAT_TAG, process_tags
 from mltrack.sink import Artifact, Inputs, Point, Record, Sink, Values, as_json
 from mltrack.spool import Journal, spool_dir
+from mltrack.uris import default_artifact_location, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 # How long a run's end waits for the store to take what is still queued (then: the journal).
 END_TIMEOUT_S = float(os.environ.get("MLTRACK_END_TIMEOUT_S", "60"))
 STATUS = {
@@ -63,8 +63,6 @@ STATUS = {
     "killed": "KILLED",
 }
 OOM_ERRORS = ("OutOfMemoryError", "ResourceExhaustedError", "MemoryError")
-HOST_TAG, PID_TAG, PID_START_TAG = "mltrack.host", "mltrack.pid", "mltrack.pid_start"
-HEARTBEAT_TAG = "mltrack.heartbeat"
 HEARTBEAT_INTERVAL_S = 30.0
 
 EpochHook = Callable[[int, Mapping[str, float]], None]
@@ -78,39 +76,6 @@ def outcome_of(exc: BaseException) -> str:
 
 def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def process_tags() -> dict[str, str]:
-    me = identity()
-    return {
-        HOST_TAG: me["host"],
-        PID_TAG: str(me["pid"]),
-        PID_START_TAG: f"{me['pid_start']:.2f}",
-        HEARTBEAT_TAG: str(int(time.time())),
-    }
-
-
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """``--tracking-uri`` over ``MLFLOW_TRACKING_URI`` over the embedded sqlite store."""
-    resolved = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    db = sqlite_path(resolved)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    return resolved
-
-
-def sqlite_path(uri: str) -> Path | None:
-    prefix = "sqlite:///"
-    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
-
-
-def default_artifact_location(uri: str) -> str | None:
-    """Artifacts of an sqlite store live beside the database (``mlruns/artifacts``).
-
-    A tracking server decides for itself (proxied artifacts), so nothing is set there.
-    """
-    db = sqlite_path(uri)
-    return (db.parent.resolve() / "artifacts").as_uri() if db is not None else None
 
 
 def _client(tracking_uri: str) -> Any:

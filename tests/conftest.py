@@ -46,7 +46,7 @@ def store(tmp_path: Path) -> str:
 def client(store: str):
     from mlflow import MlflowClient
 
-    from mltrack.run import resolve_tracking_uri
+    from mltrack.uris import resolve_tracking_uri
 
     resolve_tracking_uri(store)
     return MlflowClient(tracking_uri=store)

@@ -8,7 +8,7 @@ import time
 from types import SimpleNamespace
 
 from mltrack import cli, doctor
-from mltrack.run import HEARTBEAT_TAG, HOST_TAG, PID_START_TAG, PID_TAG
+from mltrack.process import HEARTBEAT_TAG, HOST_TAG, PID_START_TAG, PID_TAG
 from tests.conftest import all_runs, epochs_logged, start_training, wait_until
 
 

@@ -185,7 +185,7 @@ def test_credentials_in_uris_are_redacted_wherever_they_are_logged(store, client
 
 
 def test_default_store_is_sqlite_under_mlruns(tmp_path, monkeypatch):
-    from mltrack.run import resolve_tracking_uri
+    from mltrack.uris import resolve_tracking_uri
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

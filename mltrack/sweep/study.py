@@ -7,9 +7,9 @@ from typing import Any
 
 from mltrack.errors import bad_value
 from mltrack.limits import redact_uri
-from mltrack.run import sqlite_path
 from mltrack.sweep.args import SweepArgs
 from mltrack.sweep.space import SearchSpace
+from mltrack.uris import sqlite_path
 
 
 def open_storage(args: SweepArgs, on_stale: Any) -> Any:

@@ -16,11 +16,12 @@ from mltrack.environment import detect_hardware
 from mltrack.errors import UsageError, bad_value
 from mltrack.limits import redact_uri
 from mltrack.precision import resolve
-from mltrack.run import Run, describe, end_orphan, outcome_of, resolve_tracking_uri
+from mltrack.run import Run, describe, end_orphan, outcome_of
 from mltrack.sweep.args import SweepArgs, load_experiment
 from mltrack.sweep.parent import log_importances, log_plots, mark_best, shared_parent
 from mltrack.sweep.space import SearchSpace, read_space_file
 from mltrack.sweep.study import counted, make_pruner, make_sampler, open_storage
+from mltrack.uris import resolve_tracking_uri
 
 
 class Sweep:

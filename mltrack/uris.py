@@ -1,0 +1,32 @@
+"""Where the tracking store is: ``--tracking-uri``, ``MLFLOW_TRACKING_URI`` or the embedded
+default, and where an embedded store keeps its artifacts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``--tracking-uri`` over ``MLFLOW_TRACKING_URI`` over the embedded sqlite store."""
+    resolved = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    db = sqlite_path(resolved)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    return resolved
+
+
+def sqlite_path(uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
+
+
+def default_artifact_location(uri: str) -> str | None:
+    """Artifacts of an sqlite store live beside the database (``mlruns/artifacts``).
+
+    A tracking server decides for itself (proxied artifacts), so nothing is set there.
+    """
+    db = sqlite_path(uri)
+    return (db.parent.resolve() / "artifacts").as_uri() if db is not None else None
