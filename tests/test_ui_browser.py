@@ -37,7 +37,8 @@ def test_experiment_and_run_pages_show_runs_and_metrics(store, tmp_path):
         runs.append(run)
     SHOTS.mkdir(exist_ok=True)
     with ui_server(store, tmp_path) as base, sync_playwright() as p:
-        printed = (tmp_path / "ui.out").read_text().strip().rsplit(" ", 1)[-1]
+        [line] = [x for x in (tmp_path / "ui.out").read_text().splitlines() if "MLflow UI" in x]
+        printed = line.rsplit(" ", 1)[-1]  # the server writes its own lines after ours
         assert printed == f"{base}/#/experiments/{runs[0].experiment_id}/runs", printed
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
