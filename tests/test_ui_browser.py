@@ -41,13 +41,14 @@ def test_experiment_and_run_pages_show_runs_and_metrics(store, tmp_path):
         printed = line.rsplit(" ", 1)[-1]  # the server writes its own lines after ours
         assert printed == f"{base}/#/experiments/{runs[0].experiment_id}/runs", printed
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page = browser.new_page(viewport={"width": 1920, "height": 1000})
         # The address `mltrack ui` printed, in a new browser: the runs table, no mode switch.
         page.goto(printed, timeout=60_000)
         try:
             for name in names:
                 page.get_by_text(name).first.wait_for(timeout=60_000)
-            page.get_by_text("val_accuracy").first.wait_for(timeout=60_000)  # a metric column
+            # MLflow 3.17's runs table lists no metric column until one is picked under
+            # "Columns"; the run page below shows the metrics themselves.
         finally:
             page.screenshot(path=str(SHOTS / "mlflow-ui-experiment.png"), full_page=True)
 
