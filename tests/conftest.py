@@ -232,3 +232,15 @@ def reload_without_mltrack(client, run_id: str, framework: str, tmp_path: Path) 
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def verified_children(client, precisions: set[str]) -> dict[str, Any]:
+    """A study's children by precision: each FINISHED, its export reloaded and timed."""
+    _, children = study_runs(client)
+    ran = {r.data.params["precision"]: r for r in children}
+    assert set(ran) == precisions
+    for precision, run in ran.items():
+        assert run.info.status == "FINISHED", (precision, run.data.tags.get("error"))
+        assert run.data.tags["reload_ok"] == "true", (precision, run.data.tags)
+        assert run.data.metrics["export_wall_s"] > 0
+    return ran

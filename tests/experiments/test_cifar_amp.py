@@ -17,6 +17,7 @@ from tests.conftest import (
     reload_without_mltrack,
     start_training,
     study_runs,
+    verified_children,
     wait_until,
 )
 
@@ -185,12 +186,6 @@ def test_bf16_and_mixed_fp16_finish_and_their_exports_reload(run_module, client)
         "experiments.cifar_amp", *SMALL, "--epochs", "1", "--precisions", "bf16,mixed_fp16"
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    _, children = study_runs(client)
-    ran = {r.data.params["precision"]: r for r in children}
-    assert set(ran) == {"bf16", "mixed_fp16"}
-    for precision, run in ran.items():
-        assert run.info.status == "FINISHED", (precision, run.data.tags.get("error"))
-        assert run.data.tags["reload_ok"] == "true", (precision, run.data.tags)
-        assert run.data.metrics["export_wall_s"] > 0
+    ran = verified_children(client, {"bf16", "mixed_fp16"})
     assert ran["bf16"].data.tags["keras.variable_dtypes"] == "bfloat16"
     assert ran["mixed_fp16"].data.tags["keras.hidden_compute_dtype"] == "float16"

@@ -6,7 +6,12 @@ import pytest
 
 from mltrack.environment import detect_hardware
 from mltrack.precision import resolve
-from tests.conftest import all_runs, check_efficiency, reload_without_mltrack, study_runs
+from tests.conftest import (
+    all_runs,
+    check_efficiency,
+    reload_without_mltrack,
+    verified_children,
+)
 
 pytestmark = pytest.mark.torch
 
@@ -95,12 +100,6 @@ def test_bad_input_exits_2_without_a_run(run_module, tmp_path, args, message):
 def test_bf16_and_mixed_fp16_run_as_labelled_and_reload(run_module, client):
     result = run_module("experiments.cifar_torch", *SMALL, "--precisions", "bf16,mixed_fp16")
     assert result.returncode == 0, result.stderr[-3000:]
-    _, children = study_runs(client)
-    ran = {r.data.params["precision"]: r for r in children}
-    assert set(ran) == {"bf16", "mixed_fp16"}
-    for precision, run in ran.items():
-        assert run.info.status == "FINISHED", (precision, run.data.tags.get("error"))
-        assert run.data.tags["torch.precision_run"] == precision
-        assert run.data.tags["reload_ok"] == "true", (precision, run.data.tags)
-        assert run.data.metrics["export_wall_s"] > 0
+    ran = verified_children(client, {"bf16", "mixed_fp16"})
+    assert all(r.data.tags["torch.precision_run"] == p for p, r in ran.items())
     assert "loss_scale" in ran["mixed_fp16"].data.metrics

@@ -6,7 +6,7 @@ import statistics
 from pathlib import Path
 
 from mltrack import cli
-from tests.conftest import study_runs
+from tests.conftest import study_runs, verified_children
 
 
 def test_digits_study_fp32_fp16_mixed_bf16(run_module, client, store, capsys):
@@ -82,12 +82,6 @@ def test_bf16_and_mixed_fp16_finish_and_their_exports_reload(run_module, client)
         "bf16,mixed_fp16",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    _, children = study_runs(client)
-    ran = {r.data.params["precision"]: r for r in children}
-    assert set(ran) == {"bf16", "mixed_fp16"}
-    for precision, run in ran.items():
-        assert run.info.status == "FINISHED", (precision, run.data.tags.get("error"))
-        assert run.data.tags["reload_ok"] == "true", (precision, run.data.tags)
-        assert run.data.metrics["export_wall_s"] > 0
+    ran = verified_children(client, {"bf16", "mixed_fp16"})
     assert ran["bf16"].data.tags["keras.variable_dtypes"] == "bfloat16"
     assert ran["mixed_fp16"].data.tags["keras.hidden_compute_dtype"] == "float16"
