@@ -213,7 +213,7 @@ import sys, torch
 program = torch.export.load(sys.argv[1] + "/model.pt2").module()
 scripted = torch.jit.load(sys.argv[1] + "/model.torchscript.pt")
 for n in (3, 5):
-    x = torch.randint(0, 255, (n, 3, 32, 32), dtype=torch.uint8)
+    x = torch.randint(0, 255, (n, 3, 32, 32)).float()  # pixel values, as exported (NCHW)
     assert program(x).shape == (n, 10) and scripted(x).shape == (n, 10)
 assert "mltrack" not in sys.modules
 print("ok")

@@ -208,5 +208,6 @@ def test_a_terminal_gets_a_progress_bar_over_the_batches(store, monkeypatch, cap
         settings = mt.Settings(device="cpu")
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         mt.fit(run, model, optimizer, loader, loader, epochs=2, settings=settings)
-    assert "epoch 2/2" in screen.getvalue() and "10/10" in screen.getvalue()  # tqdm's count
+    bar = screen.getvalue()
+    assert "epoch 2/2" in bar and "/10 [" in bar and "batch" in bar  # tqdm over the 10 batches
     assert capsys.readouterr().out.count("epoch ") == 2  # and one line per epoch on stdout
