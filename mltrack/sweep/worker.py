@@ -14,6 +14,7 @@ from typing import Any
 from mltrack.config import quiet_frameworks
 from mltrack.environment import detect_hardware
 from mltrack.errors import UsageError, bad_value
+from mltrack.experiment import mltrack_command
 from mltrack.limits import redact_uri
 from mltrack.precision import resolve
 from mltrack.run import Run, describe, end_orphan, outcome_of
@@ -235,7 +236,7 @@ class Sweep:
                 lines.append(f"Pareto front: trials {[t.number for t in study.best_trials]}")
         parent = self.parent.run_id if self.parent else "?"
         where = redact_uri(self.tracking_uri)
-        lines.append(f"parent run {parent} in {where}; browse with: mltrack ui")
+        lines.append(f"parent run {parent} in {where}; browse with: {mltrack_command()} ui")
         return "\n".join(lines)
 
     def print_progress(self, study: Any) -> None:
