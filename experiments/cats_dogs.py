@@ -13,7 +13,6 @@ with a tf.data pipeline; ``--loader legacy`` is the seed's ``ImageDataGenerator`
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -144,8 +143,7 @@ def train(cfg: Config, data: ImageFolder, run: Run) -> dict[str, float]:
 EXPERIMENT = Experiment("cats_dogs", Config, load_data, train, __doc__ or "")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return EXPERIMENT.main(argv)
+main = EXPERIMENT.main  # python -m experiments.NAME, or main(argv) from code
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ vocabulary (``auto`` picks mixed_bf16 on a bf16-capable CPU or GPU, mixed_fp16 o
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -114,8 +113,7 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
 EXPERIMENT = Experiment("cifar_amp", Config, load_data, train, __doc__ or "")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return EXPERIMENT.main(argv)
+main = EXPERIMENT.main  # python -m experiments.NAME, or main(argv) from code
 
 
 if __name__ == "__main__":

@@ -3,11 +3,8 @@
 
 The seed trains each model with and without automatic mixed precision (autocast + GradScaler),
 gradient accumulation and pinned memory, and reports accuracy, F1 and execution time. Here
-``--tuned`` switches all three on (automatic mixed precision, 4 accumulation steps, pinned
-memory); each can also be set alone. Its precision is what ``--precision auto`` resolves to,
-the machine's fast mixed precision (mixed_bf16 on a bf16 CPU or an sm_80+ GPU, mixed_fp16 on
-an sm_70 GPU), logged with its reason; an explicit ``--precision mixed_fp16`` runs fp16 autocast
-with a GradScaler even on a CPU, where it is slow.
+``--tuned`` switches all three on (AMP as ``--precision auto`` resolves it: the machine's fast
+mixed precision, logged with its reason; 4 accumulation steps; pinned memory), or each alone.
 
     python -m experiments.cifar_torch --model resnet50 --dataset cifar10 --data-dir ~/data
     python -m experiments.cifar_torch --model resnet50 --dataset synthetic --epochs 1 --tuned
@@ -17,26 +14,21 @@ with a GradScaler even on a CPU, where it is slow.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mltrack.config import ExperimentConfig
+from mltrack import vision
+from mltrack.config import ExperimentConfig, help_
 from mltrack.data import ArrayDataset, DataUnavailable, cifar, synthetic
 from mltrack.errors import bad_value
 from mltrack.experiment import Experiment
 from mltrack.precision import COMPUTE_DTYPE
 from mltrack.run import Run
+from mltrack.vision import MODELS
 
-MODELS = ("resnet50", "efficientnet_b0", "vit")
 CLASSES = {"cifar10": 10, "cifar100": 100, "synthetic": 10}
-MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # CIFAR-10 channel statistics
 PROBE_SIZE = 8
-
-
-def flag_help(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 @dataclass
@@ -45,26 +37,26 @@ class Config(ExperimentConfig):
 
     batch_size: int = 64
     epochs: int = 2
-    model: str = field(default="resnet50", metadata=flag_help(f"one of {', '.join(MODELS)}"))
+    model: str = field(default="resnet50", metadata=help_(f"one of {', '.join(MODELS)}"))
     tuned: bool = field(
         default=False,
-        metadata=flag_help(
+        metadata=help_(
             "the seed's techniques: automatic mixed precision (--precision auto: the machine's "
             "fast one), 4 accumulation steps (for --accumulation-steps 1) and pinned memory"
         ),
     )
-    pin_memory: bool = field(default=False, metadata=flag_help("DataLoader pin_memory"))
-    num_workers: int = field(default=0, metadata=flag_help("DataLoader worker processes"))
-    channels_last: bool = field(default=False, metadata=flag_help("NHWC memory format"))
+    pin_memory: bool = field(default=False, metadata=help_("DataLoader pin_memory"))
+    num_workers: int = field(default=0, metadata=help_("DataLoader worker processes"))
+    channels_last: bool = field(default=False, metadata=help_("NHWC memory format"))
     pretrained: str = field(
         default="",
-        metadata=flag_help(
+        metadata=help_(
             "torchvision: 'imagenet' or a state_dict file; vit: a hub id or a save_pretrained dir"
         ),
     )
-    learning_rate: float = field(default=1e-3, metadata=flag_help("Adam learning rate"))
-    synthetic_size: int = field(default=256, metadata=flag_help("images for --dataset synthetic"))
-    device: str = field(default="auto", metadata=flag_help("auto, cpu, cuda or cuda:N"))
+    learning_rate: float = field(default=1e-3, metadata=help_("Adam learning rate"))
+    synthetic_size: int = field(default=256, metadata=help_("images for --dataset synthetic"))
+    device: str = field(default="auto", metadata=help_("auto, cpu, cuda or cuda:N"))
 
     def expand(self) -> None:
         if self.tuned:  # --precision auto already resolves to the fast mixed precision
@@ -109,71 +101,11 @@ def load_data(cfg: Config) -> ArrayDataset:
 
 
 def build_model(cfg: Config, num_classes: int) -> Any:
-    """The backbone behind a preprocessing layer (uint8 NCHW in, logits out)."""
-    import torch
-    import torchvision
-    from torch import nn
-
-    from mltrack import torch as mt
-
-    size = 32
-    if cfg.model == "vit":
-        from transformers import ViTConfig, ViTForImageClassification
-
-        if cfg.pretrained:
-            vit = ViTForImageClassification.from_pretrained(
-                cfg.pretrained, num_labels=num_classes, ignore_mismatched_sizes=True
-            )
-        else:  # small enough to train on a CPU, built offline from a config
-            vit = ViTForImageClassification(
-                ViTConfig(
-                    image_size=32,
-                    patch_size=4,
-                    num_channels=3,
-                    hidden_size=192,
-                    num_hidden_layers=6,
-                    num_attention_heads=3,
-                    intermediate_size=384,
-                    num_labels=num_classes,
-                )
-            )
-        size = int(vit.config.image_size)
-        backbone: nn.Module = mt.Logits(vit)
-    else:
-        make = getattr(torchvision.models, cfg.model)
-        backbone = make(weights="DEFAULT" if cfg.pretrained == "imagenet" else None)
-        if cfg.pretrained and cfg.pretrained != "imagenet":
-            backbone.load_state_dict(torch.load(cfg.pretrained, map_location="cpu"))
-        head = backbone.fc if cfg.model == "resnet50" else backbone.classifier[-1]
-        replacement = nn.Linear(head.in_features, num_classes)
-        if cfg.model == "resnet50":
-            backbone.fc = replacement
-        else:
-            backbone.classifier[-1] = replacement
-    return nn.Sequential(mt.ImageInput(MEAN, STD, 32, size), backbone)
+    return vision.image_classifier(cfg.model, cfg.pretrained, num_classes)
 
 
 def loaders(cfg: Config, data: ArrayDataset) -> tuple[Any, Any]:
-    import torch
-    from torch.utils.data import DataLoader, TensorDataset
-
-    def tensors(x: Any, y: Any) -> TensorDataset:
-        return TensorDataset(
-            torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y)
-        )
-
-    common = {
-        "batch_size": cfg.batch_size,
-        "pin_memory": cfg.pin_memory,
-        "num_workers": cfg.num_workers,
-    }
-    generator = torch.Generator().manual_seed(cfg.seed)
-    return (
-        DataLoader(
-            tensors(data.x_train, data.y_train), shuffle=True, generator=generator, **common
-        ),
-        DataLoader(tensors(data.x_test, data.y_test), shuffle=False, **common),
-    )
+    return vision.array_loaders(data, cfg.batch_size, cfg.pin_memory, cfg.num_workers, cfg.seed)
 
 
 def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
@@ -211,8 +143,7 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
 EXPERIMENT = Experiment("cifar_torch", Config, load_data, train, __doc__ or "", framework="torch")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return EXPERIMENT.main(argv)
+main = EXPERIMENT.main  # python -m experiments.NAME, or main(argv) from code
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ of one study; a NaN/Inf loss stops that run as ``diverged`` with its step, and t
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -101,8 +100,7 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
 EXPERIMENT = Experiment("fashion_mnist_precision", Config, load_data, train, __doc__ or "")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return EXPERIMENT.main(argv)
+main = EXPERIMENT.main  # python -m experiments.NAME, or main(argv) from code
 
 
 if __name__ == "__main__":

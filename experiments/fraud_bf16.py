@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from mltrack.config import ExperimentConfig
 from mltrack.data import ArrayDataset, paysim
 from mltrack.errors import bad_value
@@ -89,22 +87,6 @@ def build_model(precision: str, features: int) -> Any:
     )
 
 
-def balance(cfg: Config, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
-    """Apply ``--imbalance``: class weights, undersampled negatives, or nothing."""
-    if cfg.imbalance == "class_weight":
-        counts = np.bincount(y, minlength=2)
-        return x, y, {c: len(y) / (2 * counts[c]) for c in (0, 1)}
-    if cfg.imbalance == "undersample":
-        rng = np.random.default_rng(cfg.seed)
-        pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-        keep = np.concatenate(
-            [pos, rng.choice(neg, size=min(len(neg), 10 * len(pos)), replace=False)]
-        )
-        rng.shuffle(keep)
-        return x[keep], y[keep], None
-    return x, y, None
-
-
 def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     import keras
 
@@ -112,7 +94,7 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     from mltrack.artifacts import export_keras
 
     keras.utils.set_random_seed(cfg.seed)
-    x, y, class_weight = balance(cfg, data.x_train, data.y_train)
+    x, y, class_weight = paysim.balance(data.x_train, data.y_train, cfg.imbalance, cfg.seed)
     run.log_params({"train_rows_after_balancing": len(y), "positives_train": int(y.sum())})
     with mk.precision_policy(cfg.precision):
         model = build_model(cfg.precision, x.shape[1])
@@ -150,8 +132,7 @@ EXPERIMENT = Experiment(
 )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return EXPERIMENT.main(argv)
+main = EXPERIMENT.main  # python -m experiments.NAME, or main(argv) from code
 
 
 if __name__ == "__main__":

@@ -194,3 +194,22 @@ def dataset(
     return ArrayDataset(
         name, (x_train - mean) / std, y_train, (x_test - mean) / std, y_test, 2, source
     )
+
+
+def balance(
+    x: np.ndarray, y: np.ndarray, how: str, seed: int
+) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Handle the rare class (``--imbalance``): class weights, negatives undersampled to ten
+    per positive, or nothing. Returns the rows, their labels and Keras class weights."""
+    if how == "class_weight":
+        counts = np.bincount(y, minlength=2)
+        return x, y, {c: len(y) / (2 * counts[c]) for c in (0, 1)}
+    if how == "undersample":
+        rng = np.random.default_rng(seed)
+        pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+        keep = np.concatenate(
+            [pos, rng.choice(neg, size=min(len(neg), 10 * len(pos)), replace=False)]
+        )
+        rng.shuffle(keep)
+        return x[keep], y[keep], None
+    return x, y, None
