@@ -177,10 +177,11 @@ def repeats_table(selection: Selection, metrics: Sequence[str] | None = None) ->
                 metric,
                 f"metrics the runs logged, e.g. {', '.join(sorted(known)[:10])}",
             )
+    energy = ("energy_wh",) if "energy_wh" in known else ()  # GPUs with NVML's energy counter
     return results_table(
         selection.results,
         selection.key,
-        metrics or SUMMARY_METRICS,
+        metrics or (*SUMMARY_METRICS, *energy),
         title=f"Mean ± spread over repeats by {selection.key} (seed-002 shape)",
     )
 

@@ -96,6 +96,25 @@ def _gpus() -> tuple[tuple[Gpu, ...], str]:
         pynvml.nvmlShutdown()
 
 
+def gpu_energy_mj() -> float | None:
+    """The GPUs' energy counters summed (mJ since their driver loaded), or None: no NVML, no
+    GPU, or a GPU without the counter (it needs Volta or newer)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return None
+    try:
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        total = sum(float(pynvml.nvmlDeviceGetTotalEnergyConsumption(h)) for h in handles)
+        return total if handles else None
+    except Exception:  # NVMLError_NotSupported on older GPUs
+        return None
+    finally:
+        pynvml.nvmlShutdown()
+
+
 @functools.cache
 def detect_hardware() -> Hardware:
     model, flags = _cpu_info()

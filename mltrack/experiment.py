@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from mltrack.config import ExperimentConfig, parse_config, quiet_frameworks
-from mltrack.environment import detect_hardware
+from mltrack.environment import detect_hardware, gpu_energy_mj
 from mltrack.errors import Terminated, UsageError
 from mltrack.limits import redact_uri
 from mltrack.precision import Resolved, resolve
@@ -108,7 +108,12 @@ class Experiment(Generic[C, D]):
                 run.log_inputs(inputs())
             for hook in hooks:
                 hook(run)
+            energy_mj = gpu_energy_mj()
             metrics = self.train(run_cfg, data, run)
+            if energy_mj is not None and (end_mj := gpu_energy_mj()) is not None:
+                # What the GPUs drew while this run trained (and exported): 1 Wh = 3.6e6 mJ.
+                metrics["energy_wh"] = (end_mj - energy_mj) / 3.6e6
+                run.log_metrics({"energy_wh": metrics["energy_wh"]}, step=0)
             run.flush()
         return RunResult(run.run_id, resolved.resolved, repeat, run.outcome, metrics, run.error)
 

@@ -1,15 +1,19 @@
-"""A study (several precisions or repeats) over a real store: one bad child does not end it."""
+"""Experiments over a real store: one bad child does not end a study; GPU energy is logged."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import pytest
+
+from mltrack import compare
 from mltrack.config import ExperimentConfig
 from mltrack.experiment import Experiment
 from mltrack.run import Run
-from tests.conftest import study_runs
+from tests.conftest import all_runs, study_runs
 
 
 @dataclass
@@ -63,3 +67,38 @@ def test_a_study_whose_children_all_fail_fails_its_parent(store, client):
     assert [c.info.status for c in children] == ["FAILED", "FAILED"]
     assert parent.info.status == "FAILED" and code == 1
     assert parent.data.tags["error"] == "no child run completed (2 ended otherwise)"
+
+
+class FakeNvml:
+    """pynvml with one GPU whose energy counter advances 7.2e6 mJ (2 Wh) per reading."""
+
+    def __init__(self) -> None:
+        self.readings = 0
+
+    def nvmlInit(self) -> None: ...
+    def nvmlShutdown(self) -> None: ...
+    def nvmlDeviceGetCount(self) -> int:
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
+        return i
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: int) -> int:
+        self.readings += 1
+        return 1_000_000_000 + 7_200_000 * self.readings
+
+
+def test_a_gpu_with_an_energy_counter_gives_the_run_energy_wh(store, client, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml())
+    assert experiment().main(["--precision", "fp32", "--tracking-uri", store]) == 0
+    [run] = all_runs(client)
+    assert run.data.metrics["energy_wh"] == pytest.approx(2.0)
+    table = compare.repeats_table(compare.select(client, experiment="tiny"))
+    assert "energy_wh" in table.header
+
+
+def test_without_nvml_there_is_no_energy_metric(store, client, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails: a CPU machine
+    assert experiment().main(["--precision", "fp32", "--tracking-uri", store]) == 0
+    [run] = all_runs(client)
+    assert "energy_wh" not in run.data.metrics
