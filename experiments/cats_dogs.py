@@ -30,7 +30,7 @@ from mltrack.data.images import (
 )
 from mltrack.errors import bad_value
 from mltrack.experiment import Experiment
-from mltrack.precision import COMPUTE_DTYPE, output_dtype
+from mltrack.precision import output_dtype
 from mltrack.run import Run
 
 LOADERS = ("tf_data", "legacy")
@@ -136,7 +136,7 @@ def train(cfg: Config, data: ImageFolder, run: Run) -> dict[str, float]:
     figure = learning_curves(model.history.history, f"cats vs dogs, {cfg.precision}, {cfg.loader}")
     run.log_figure(figure, "learning_curves.png")
     if cfg.export:
-        export_keras(run, model, first_batch(test_data), COMPUTE_DTYPE[cfg.precision])
+        export_keras(run, model, first_batch(test_data), cfg)
     return metrics
 
 

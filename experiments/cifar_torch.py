@@ -23,7 +23,6 @@ from mltrack.config import ExperimentConfig, help_
 from mltrack.data import ArrayDataset, DataUnavailable, cifar, synthetic
 from mltrack.errors import bad_value
 from mltrack.experiment import Experiment
-from mltrack.precision import COMPUTE_DTYPE
 from mltrack.run import Run
 from mltrack.vision import MODELS
 
@@ -136,7 +135,7 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     run.log_metrics(test, step=0)
     probe = torch.from_numpy(data.x_test[:PROBE_SIZE]).permute(0, 3, 1, 2).contiguous()
     if cfg.export:
-        export_torch(run, model, probe, COMPUTE_DTYPE[cfg.precision])
+        export_torch(run, model, probe, cfg)
     return {**summary, **test}
 
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from mltrack.config import ExperimentConfig
 from mltrack.data import ArrayDataset, mnist_like, synthetic
 from mltrack.experiment import Experiment
-from mltrack.precision import COMPUTE_DTYPE, output_dtype
+from mltrack.precision import output_dtype
 from mltrack.run import Run
 
 PROBE_SIZE = 32
@@ -93,7 +93,7 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     )
     metrics = {**summary, **mk.evaluate(run, model, x_test, data.y_test, cfg.batch_size)}
     if cfg.export:
-        export_keras(run, model, x_test[:PROBE_SIZE], COMPUTE_DTYPE[cfg.precision])
+        export_keras(run, model, x_test[:PROBE_SIZE], cfg)
     return metrics
 
 

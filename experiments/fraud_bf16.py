@@ -23,7 +23,7 @@ from mltrack.data import ArrayDataset, paysim
 from mltrack.errors import bad_value
 from mltrack.experiment import Experiment, RunResult
 from mltrack.metrics import binary_scores
-from mltrack.precision import COMPUTE_DTYPE, output_dtype
+from mltrack.precision import output_dtype
 from mltrack.report import PRECISION_ROWS, Row, delta_table, groups_of, number
 from mltrack.run import Run
 
@@ -115,7 +115,7 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     test = {f"test_{k}": v for k, v in binary_scores(data.y_test, probability).items()}
     run.log_metrics(test, step=0)
     if cfg.export:
-        export_keras(run, model, data.x_test[:PROBE_SIZE], COMPUTE_DTYPE[cfg.precision])
+        export_keras(run, model, data.x_test[:PROBE_SIZE], cfg)
     return {**summary, **test}
 
 

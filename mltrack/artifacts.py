@@ -1,34 +1,55 @@
 """Model export and round-trip verification.
 
-A saved model is only useful if it loads again and computes the same thing. Each export writes
-the files, reloads them **in a fresh Python process** (nothing shared with the training
-process: no cached graphs, no custom objects in memory), runs the same fixed probe batch, and
-logs the largest absolute difference as ``reload_max_abs_diff`` with a ``reload_ok`` tag.
-The whole of it (writing, logging, the fresh-process check) is timed as ``export_wall_s``, a
-metric of its own, never part of the training times.
+An export writes the seed's formats under the run's ``model/`` (Keras: architecture JSON + HDF5
+weights; PyTorch: TorchScript + a ``torch.export`` program with a dynamic batch dimension) and
+makes that folder an MLflow model too: an ``MLmodel`` whose pyfunc loader
+(``mltrack/pyfunc_model.py``, shipped in ``model/code/``) reads those same files, with a
+signature and an input example. So ``mlflow.pyfunc.load_model("runs:/ID/model")``,
+``mlflow models serve`` and the model registry (``--register NAME``) work without mltrack, and
+no weights are stored twice.
 
-Run as ``python -m mltrack.artifacts keras|torch DIR``: the reloading half, used by ``verify``.
+A saved model is only useful if it loads again and computes the same thing: each export is
+reloaded **in another process** (nothing shared with training: no cached graphs, no custom
+objects in memory), through every format and the MLflow model, on the same fixed probe batch;
+the largest absolute difference is ``reload_max_abs_diff`` with a ``reload_ok`` tag. That
+process, the ``Verifier``, starts at a process's first export and serves every later one (a
+study's runs, a sweep worker's trials), so the framework starts once, not once per run. The
+whole export is timed as ``export_wall_s``, a metric of its own, never part of training times.
+
+``python -m mltrack.artifacts`` is the verifier's side: one JSON request per stdin line.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import json
+import os
+import select
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mltrack.run import Run
+from mltrack import pyfunc_model
+from mltrack.precision import COMPUTE_DTYPE
+
+if TYPE_CHECKING:
+    from mltrack.config import ExperimentConfig
+    from mltrack.run import Run
 
 # How close a reload must match: the same kernels on the same machine should agree bit for bit,
 # but 16-bit types leave room for a different kernel choice in a new process.
 TOLERANCE = {"float64": 1e-9, "float32": 1e-5, "float16": 1e-2, "bfloat16": 5e-2}
 RELOAD_TIMEOUT_S = 600
+# Rows of the probe saved as the MLflow model's input example (images make large JSON).
+EXAMPLE_ROWS = 1
 
 
 def _float32(outputs: Any) -> np.ndarray:
@@ -49,23 +70,86 @@ def max_abs_diff(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.max(np.abs(a[finite] - b[finite]), initial=0.0))
 
 
-def verify(run: Run, folder: Path, kind: str, expected: np.ndarray, tolerance: float) -> bool:
-    """Reload ``folder`` in a fresh process, compare every format on the probe, log the outcome.
+class Verifier:
+    """A reloading process kept for the life of this one, started at the first export.
 
-    The reloader writes ``reloaded.<format>.npy`` per format it loaded; ``reload_ok`` holds
-    only if every format loaded and matched.
+    Requests and replies are JSON lines on its stdin/stdout; its stderr (framework logs) goes
+    to a file, whose last line names the error if the process dies.
     """
-    proc = subprocess.run(
-        [sys.executable, "-m", "mltrack.artifacts", kind, str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=RELOAD_TIMEOUT_S,
-    )
-    outputs = sorted(folder.glob("reloaded.*.npy"))
+
+    def __init__(self, command: list[str] | None = None) -> None:
+        self.command = command or [sys.executable, "-m", "mltrack.artifacts"]
+        self.proc: subprocess.Popen[str] | None = None
+        self.stderr: Any = None
+
+    def check(self, kind: str, model: Path, work: Path) -> str:
+        """Reload ``model`` and write ``reloaded.<format>.npy`` into ``work``; '' or an error."""
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        assert self.proc is not None and self.proc.stdin and self.proc.stdout
+        request = {"kind": kind, "model": str(model), "work": str(work)}
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            ready, _, _ = select.select([self.proc.stdout], [], [], RELOAD_TIMEOUT_S)
+            line = self.proc.stdout.readline() if ready else ""
+        except OSError:
+            line = ""
+        if line:
+            return str(json.loads(line).get("error", ""))
+        error = self._last_error() or f"the verifier gave no answer within {RELOAD_TIMEOUT_S} s"
+        self.close()
+        return error
+
+    def _start(self) -> None:
+        self.close()
+        self.stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            self.command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
+
+    def _last_error(self) -> str:
+        if self.stderr is None:
+            return ""
+        self.stderr.seek(0)
+        lines = [line.strip() for line in self.stderr.read().splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
+    def close(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()  # type: ignore[union-attr]
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+        if self.stderr is not None:
+            self.stderr.close()
+            self.stderr = None
+
+
+VERIFIER = Verifier()
+atexit.register(VERIFIER.close)
+
+
+def verify(run: Run, kind: str, model: Path, expected: np.ndarray, tolerance: float) -> bool:
+    """Reload ``model`` in the verifier, compare every format on the probe, log the outcome.
+
+    ``reload_ok`` holds only if every format loaded and matched.
+    """
+    work = model.parent / "check"
+    error = VERIFIER.check(kind, model, work)
+    outputs = sorted(work.glob("reloaded.*.npy"))
     diffs = {path.name.split(".")[1]: max_abs_diff(expected, np.load(path)) for path in outputs}
-    if proc.returncode != 0 or not diffs:
-        detail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-        run.set_tags({"reload_error": detail[0]})
+    if error or not diffs:
+        run.set_tags({"reload_error": (error or "no output")[:500]})
         diffs["process"] = float("inf")
     worst = max(diffs.values())
     ok = worst <= tolerance
@@ -84,9 +168,12 @@ def verify(run: Run, folder: Path, kind: str, expected: np.ndarray, tolerance: f
 
 
 @contextlib.contextmanager
-def timed(run: Run) -> Iterator[None]:
+def exporting(run: Run) -> Iterator[Path]:
+    """A scratch folder for one export, timed as ``export_wall_s``."""
     start = time.perf_counter()
-    yield
+    with tempfile.TemporaryDirectory(prefix="mltrack-export-") as tmp:
+        (Path(tmp) / "check").mkdir()
+        yield Path(tmp)
     run.log_metrics({"export_wall_s": time.perf_counter() - start}, step=0)
 
 
@@ -97,30 +184,75 @@ def skipped(run: Run) -> bool:
     return run.stopping
 
 
-def export_keras(run: Run, model: Any, probe: np.ndarray, compute_dtype: str) -> bool:
-    """Architecture JSON + HDF5 weights + summary, logged under ``model/`` and verified."""
+def _pinned(*packages: str) -> list[str]:
+    """``name==version`` of what the model needs, as installed here (no local ``+cpu`` label)."""
+    return [f"{name}=={metadata.version(name).split('+')[0]}" for name in packages]
+
+
+def save_mlflow_model(
+    folder: Path, kind: str, probe: np.ndarray, outputs: np.ndarray, packages: list[str]
+) -> Path:
+    """An MLflow pyfunc model in ``folder/model`` (loaded by ``pyfunc_model``), to which the
+    caller adds the format files it reads."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    path = folder / "model"
+    with contextlib.redirect_stdout(sys.stderr):
+        mlflow.pyfunc.save_model(
+            str(path),
+            loader_module=Path(pyfunc_model.__file__).stem,
+            code_paths=[pyfunc_model.__file__],
+            signature=infer_signature(probe, outputs),
+            input_example=probe[:EXAMPLE_ROWS],
+            pip_requirements=_pinned("mlflow", "numpy", *packages),
+        )
+    (path / pyfunc_model.CONFIG_FILE).write_text(json.dumps({"format": kind}) + "\n")
+    return path
+
+
+def _finish(run: Run, kind: str, model: Path, expected: np.ndarray, cfg: ExperimentConfig) -> bool:
+    """Log the model folder, verify it, and register it if asked to."""
+    from mlflow.models import Model
+
+    meta = Model.load(str(model / "MLmodel"))  # its size counts the files added after saving
+    meta.model_size_bytes = sum(p.stat().st_size for p in model.rglob("*") if p.is_file())
+    meta.save(str(model / "MLmodel"))
+    run.log_folder(model, "model")
+    ok = verify(run, kind, model, expected, TOLERANCE.get(COMPUTE_DTYPE[cfg.precision], 1e-5))
+    if cfg.register:
+        run.register_model(cfg.register, "model")
+    return ok
+
+
+def export_keras(run: Run, model: Any, probe: np.ndarray, cfg: ExperimentConfig) -> bool:
+    """Architecture JSON + HDF5 weights + summary as an MLflow model under ``model/``."""
     if skipped(run):
         return False
-    with tempfile.TemporaryDirectory(prefix="mltrack-export-") as tmp, timed(run):
-        folder = Path(tmp)
-        (folder / "model.json").write_text(model.to_json())
-        model.save_weights(folder / "model.weights.h5")
+    import keras
+
+    with exporting(run) as folder:
+        probe = np.asarray(probe)
+        expected = _float32(model.predict(probe, verbose=0))
+        backend = {"tensorflow": ["tensorflow"], "torch": ["torch"], "jax": ["jax"]}
+        packages = ["keras", "h5py", *backend.get(keras.backend.backend(), [])]
+        path = save_mlflow_model(folder, "keras", probe, expected, packages)
+        (path / "model.json").write_text(model.to_json())
+        model.save_weights(path / "model.weights.h5")
         lines: list[str] = []
         model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
-        (folder / "summary.txt").write_text("\n".join(lines) + "\n")
-        for name in ("model.json", "model.weights.h5", "summary.txt"):
-            run.log_artifact(folder / name, "model")
-        np.save(folder / "probe.npy", probe)
-        expected = _float32(model.predict(probe, verbose=0))
-        return verify(run, folder, "keras", expected, TOLERANCE.get(compute_dtype, 1e-5))
+        (path / "summary.txt").write_text("\n".join(lines) + "\n")
+        np.save(folder / "check" / "probe.npy", probe)
+        return _finish(run, "keras", path, expected, cfg)
 
 
-def export_torch(run: Run, model: Any, probe: Any, compute_dtype: str) -> bool:
-    """TorchScript (traced) and a ``torch.export`` program, logged under ``model/``, verified.
+def export_torch(run: Run, model: Any, probe: Any, cfg: ExperimentConfig) -> bool:
+    """TorchScript (traced) and a ``torch.export`` program as an MLflow model under ``model/``.
 
     Tracing, not scripting: torchvision's and transformers' models trace cleanly, while
     scripting fails on many of them. ``torch.jit`` is deprecated from torch 2.15 in favour of
-    ``torch.export``; the TorchScript file stays while deployment targets still load it.
+    ``torch.export``; the TorchScript file stays while deployment targets still load it. The
+    MLflow model serves the ``torch.export`` program.
     """
     import warnings
 
@@ -131,60 +263,79 @@ def export_torch(run: Run, model: Any, probe: Any, compute_dtype: str) -> bool:
     model.eval()
     parameter = next(model.parameters())
     probe = probe.to(parameter.device, parameter.dtype)
-    with (
-        tempfile.TemporaryDirectory(prefix="mltrack-export-") as tmp,
-        torch.no_grad(),
-        timed(run),
-    ):
-        folder = Path(tmp)
+    with exporting(run) as folder, torch.no_grad():
         expected = model(probe).float().cpu().numpy()
+        example = probe.float().cpu().numpy()  # numpy has no bfloat16
+        path = save_mlflow_model(folder, "torch", example, expected, ["torch"])
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated")
             traced = torch.jit.trace(model, probe, check_trace=False)
-        traced.save(str(folder / "model.torchscript.pt"))
+        traced.save(str(path / "model.torchscript.pt"))
         # Any batch size, not only the probe's: the batch dimension is dynamic.
         batch = ({0: torch.export.Dim.DYNAMIC},)
         program = torch.export.export(model, (probe,), dynamic_shapes=batch)
-        torch.export.save(program, str(folder / "model.pt2"))
-        (folder / "summary.txt").write_text(f"{model}\n")
-        for name in ("model.torchscript.pt", "model.pt2", "summary.txt"):
-            run.log_artifact(folder / name, "model")
-        torch.save(probe.cpu(), folder / "probe.pt")
-        (folder / "device.txt").write_text(str(parameter.device))
-        return verify(run, folder, "torch", expected, TOLERANCE.get(compute_dtype, 1e-5))
+        torch.export.save(program, str(path / "model.pt2"))
+        (path / "summary.txt").write_text(f"{model}\n")
+        torch.save(probe.cpu(), folder / "check" / "probe.pt")
+        (folder / "check" / "device.txt").write_text(str(parameter.device))
+        return _finish(run, "torch", path, expected, cfg)
 
 
-def _reload_keras(folder: Path) -> dict[str, np.ndarray]:
+# -- the verifier's side: a process of its own --------------------------------------------------
+def _pyfunc(model: Path, probe: np.ndarray) -> np.ndarray:
+    import mlflow
+
+    return np.asarray(mlflow.pyfunc.load_model(str(model), suppress_warnings=True).predict(probe))
+
+
+def _reload_keras(model: Path, work: Path) -> dict[str, np.ndarray]:
     import keras
 
-    model = keras.models.model_from_json((folder / "model.json").read_text())
-    model.load_weights(folder / "model.weights.h5")
-    return {"keras": _float32(model.predict(np.load(folder / "probe.npy"), verbose=0))}
+    probe = np.load(work / "probe.npy")
+    net = keras.models.model_from_json((model / "model.json").read_text())
+    net.load_weights(model / "model.weights.h5")
+    outputs = {"keras": _float32(net.predict(probe, verbose=0)), "pyfunc": _pyfunc(model, probe)}
+    keras.backend.clear_session()  # the next request starts from an empty graph
+    return outputs
 
 
-def _reload_torch(folder: Path) -> dict[str, np.ndarray]:
+def _reload_torch(model: Path, work: Path) -> dict[str, np.ndarray]:
     import torch
 
-    device = torch.device((folder / "device.txt").read_text())
-    probe = torch.load(folder / "probe.pt").to(device)
-    scripted = torch.jit.load(str(folder / "model.torchscript.pt"), map_location=device)
-    program = torch.export.load(str(folder / "model.pt2")).module()
+    device = torch.device((work / "device.txt").read_text())
+    probe = torch.load(work / "probe.pt").to(device)
+    scripted = torch.jit.load(str(model / "model.torchscript.pt"), map_location=device)
+    program = torch.export.load(str(model / "model.pt2")).module()
     with torch.no_grad():
         return {
             "torchscript": scripted(probe).float().cpu().numpy(),
             "export": program(probe).float().cpu().numpy(),
+            "pyfunc": _pyfunc(model, probe.float().cpu().numpy()),
         }
 
 
 RELOADERS = {"keras": _reload_keras, "torch": _reload_torch}
 
 
-def main(argv: list[str] | None = None) -> int:
-    kind, folder = (argv if argv is not None else sys.argv[1:])[:2]
-    for name, output in RELOADERS[kind](Path(folder)).items():
-        np.save(Path(folder) / f"reloaded.{name}.npy", output)
+def serve() -> int:
+    """Answer reload requests until stdin closes; framework output never reaches the replies."""
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    for line in sys.stdin:
+        request = json.loads(line)
+        work = Path(request["work"])
+        try:
+            outputs = RELOADERS[request["kind"]](Path(request["model"]), work)
+            for name, output in outputs.items():
+                np.save(work / f"reloaded.{name}.npy", output)
+            reply: dict[str, str] = {}
+        except Exception as exc:  # reported to the training process as reload_error
+            reply = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(serve())

@@ -90,6 +90,10 @@ class ExperimentConfig:
     export: bool = field(
         default=True, metadata=help_("export the model and verify it reloads (sweeps: --no-export)")
     )
+    register: str = field(
+        default="",
+        metadata=help_("register the exported MLflow model as a new version of this model name"),
+    )
     system_metrics: bool = field(
         default=False,
         metadata=help_("log MLflow's system metrics (CPU, memory, disk, network, GPU) over time"),
@@ -131,6 +135,10 @@ class ExperimentConfig:
             raise bad_value(
                 "--system-metrics-interval", self.system_metrics_interval, "a number > 0"
             )
+        if self.register and not self.register.strip():
+            raise bad_value("--register", self.register, "a model name")
+        if self.register and not self.export:
+            raise bad_value("--register", self.register, "an exported model (drop --no-export)")
         if self.log_every_n_steps < 0:
             raise bad_value("--log-every-n-steps", self.log_every_n_steps, "an integer >= 0")
         listed = self.precision_list()

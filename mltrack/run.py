@@ -46,8 +46,8 @@ from mltrack.efficiency import peak_tags
 from mltrack.environment import detect_hardware, git_tags, hardware_tags, software_tags
 from mltrack.errors import Terminated
 from mltrack.process import HEARTBEAT_TAG, process_tags
-from mltrack.sink import Artifact, Inputs, Point, Record, Sink, Values, as_json
-from mltrack.spool import Journal, spool_dir
+from mltrack.sink import Artifact, Inputs, Point, Record, Register, Sink, Values, as_json
+from mltrack.spool import Journal, dataset_inputs, register_model, spool_dir
 from mltrack.uris import default_artifact_location, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,16 @@ class Run:
         if fields:
             self.sink.put([Inputs(fields)])
 
+    def log_folder(self, folder: Path, artifact_path: str) -> None:
+        """Every file under ``folder``, at the same relative place under ``artifact_path``."""
+        for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+            self.log_artifact(path, str(Path(artifact_path) / path.parent.relative_to(folder)))
+
+    def register_model(self, name: str, artifact_path: str = "model") -> None:
+        """Register the MLflow model logged at ``artifact_path`` as a new version of ``name``,
+        once the store has its files (records are delivered in order)."""
+        self.sink.put([Register(name, artifact_path)])
+
     def log_text(self, text: str, artifact_file: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             target = Path(tmp) / Path(artifact_file).name
@@ -241,6 +251,8 @@ class Run:
             self._client.log_artifact(self.run_id, head.file, head.artifact_path)
         elif isinstance(head, Inputs):
             self._client.log_inputs(self.run_id, datasets=dataset_inputs(as_json(head)))
+        elif isinstance(head, Register):
+            register_model(self._client, self.run_id, head.name, head.artifact_path)
         else:
             points = [p for p in unit if isinstance(p, Point)]
             metrics = [Metric(p.key, p.value, p.timestamp_ms, p.step) for p in points]
@@ -248,19 +260,6 @@ class Run:
 
     def _heartbeat(self) -> None:
         self._client.set_tag(self.run_id, HEARTBEAT_TAG, str(int(time.time())))
-
-
-def dataset_inputs(record: Mapping[str, Any]) -> list[Any]:
-    """A journal's ``inputs`` record as MLflow ``DatasetInput`` entities."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
-    out = []
-    for fields in record["datasets"]:
-        fields = dict(fields)
-        context = fields.pop("context")
-        tags = [InputTag("mlflow.data.context", context)]
-        out.append(DatasetInput(Dataset(**fields), tags=tags))
-    return out
 
 
 def _folder(artifact_file: str) -> str | None:
@@ -274,6 +273,11 @@ def tag_run(tracking_uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
 
     items = [RunTag(k, v) for k, v in limits.tags(tags).items()]
     _client(tracking_uri).log_batch(run_id, tags=items)
+
+
+def tag_experiment(tracking_uri: str, experiment_id: str, key: str, value: str) -> None:
+    """Set one experiment tag (``mltrack ui``'s saved runs-table view)."""
+    _client(tracking_uri).set_experiment_tag(experiment_id, key, value)
 
 
 def end_orphan(tracking_uri: str, run_id: str, error: str) -> bool:

@@ -63,7 +63,15 @@ class Inputs:
     datasets: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
 
 
-Record = Point | Values | Artifact | Inputs
+@dataclass(frozen=True)
+class Register:
+    """A model-registry version of the MLflow model at ``artifact_path`` (delivered after it)."""
+
+    name: str
+    artifact_path: str
+
+
+Record = Point | Values | Artifact | Inputs | Register
 
 
 def as_json(record: Record) -> dict[str, Any]:
@@ -83,6 +91,8 @@ def as_json(record: Record) -> dict[str, Any]:
             "type": "inputs",
             "datasets": [{"context": c, **dict(f)} for c, f in record.datasets],
         }
+    if isinstance(record, Register):
+        return {"type": "register", "name": record.name, "artifact_path": record.artifact_path}
     return {"type": "artifact", "file": record.file, "artifact_path": record.artifact_path}
 
 

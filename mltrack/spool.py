@@ -130,12 +130,12 @@ def replay(path: Path, client: Any = None) -> Replayed:
     done.params, done.tags = len(params), len(tag_values)
     for record in records:
         if record["type"] == "inputs":
-            from mltrack.run import dataset_inputs  # the run's own conversion
-
             client.log_inputs(run_id, datasets=dataset_inputs(record))
         if record["type"] == "artifact":
             client.log_artifact(run_id, record["file"], record["artifact_path"])
             done.artifacts += 1
+        if record["type"] == "register":
+            register_model(client, run_id, record["name"], record["artifact_path"])
     ends = [r for r in records if r["type"] in ("end", "detach")]
     if ends:
         done.ended = ends[-1].get("status") or ""
@@ -155,6 +155,39 @@ def replay(path: Path, client: Any = None) -> Replayed:
     path.unlink()
     shutil.rmtree(path.with_suffix(".files"), ignore_errors=True)
     return done
+
+
+def dataset_inputs(record: Mapping[str, Any]) -> list[Any]:
+    """An ``inputs`` record as MLflow ``DatasetInput`` entities."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    out = []
+    for fields in record["datasets"]:
+        fields = dict(fields)
+        context = fields.pop("context")
+        tags = [InputTag("mlflow.data.context", context)]
+        out.append(DatasetInput(Dataset(**fields), tags=tags))
+    return out
+
+
+def register_model(client: Any, run_id: str, name: str, artifact_path: str) -> str:
+    """A new version of registered model ``name`` from the run's MLflow model; its number.
+
+    As ``mlflow.register_model("runs:/ID/PATH", name)`` does, on this client's store: the
+    registered model is created on first use, and the version's source is the model's
+    artifact location.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+    with redacted_stdout():
+        version = client.create_model_version(name, source, run_id=run_id)
+    return str(version.version)
 
 
 def pending(folder: Path) -> list[Path]:

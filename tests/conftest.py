@@ -195,41 +195,55 @@ def check_efficiency(client, run) -> None:
     assert float(run.data.params["model.train_flops_per_sample"]) > 0
 
 
-# Loads a run's exported model with the framework's public API alone (no mltrack import) in a
-# fresh process and runs batches of 3 and 5 uint8 images: what a user deploying it would do.
+# Loads a run's exported model with public APIs alone (no mltrack import) in a fresh process:
+# the format files with the framework, and the MLflow model with ``mlflow.pyfunc.load_model``
+# from ``runs:/ID/model``; each runs batches of 3 and 5 images, as a user deploying it would.
 RELOAD = {
     "keras": """
 import sys, keras, numpy as np
 model = keras.models.model_from_json(open(sys.argv[1] + "/model.json").read())
 model.load_weights(sys.argv[1] + "/model.weights.h5")
-for n in (3, 5):
-    x = np.random.default_rng(n).integers(0, 255, (n, 32, 32, 3)).astype("float32")
-    assert model.predict(x, verbose=0).shape == (n, 10)
-assert "mltrack" not in sys.modules
-print("ok")
+def check(predict):
+    for n in (3, 5):
+        x = np.random.default_rng(n).integers(0, 255, (n, 32, 32, 3)).astype("uint8")
+        assert np.asarray(predict(x)).shape == (n, 10)
+check(lambda x: model.predict(x, verbose=0))
+numpy_in = lambda predict: predict
 """,
     "torch": """
-import sys, torch
+import sys, torch, numpy as np
 program = torch.export.load(sys.argv[1] + "/model.pt2").module()
 scripted = torch.jit.load(sys.argv[1] + "/model.torchscript.pt")
-for n in (3, 5):
-    x = torch.randint(0, 255, (n, 3, 32, 32)).float()  # pixel values, as exported (NCHW)
-    assert program(x).shape == (n, 10) and scripted(x).shape == (n, 10)
-assert "mltrack" not in sys.modules
-print("ok")
+def check(predict):
+    for n in (3, 5):
+        x = torch.randint(0, 255, (n, 3, 32, 32)).float()  # pixel values, as exported (NCHW)
+        assert tuple(predict(x).shape) == (n, 10)
+check(program)
+check(scripted)
+numpy_in = lambda predict: lambda x: np.asarray(predict(x.numpy()))
 """,
 }
+PYFUNC = """
+import mlflow
+check(numpy_in(mlflow.pyfunc.load_model(f"runs:/{sys.argv[2]}/model").predict))
+assert not [m for m in sys.modules if m == "mltrack" or m.startswith("mltrack.")]
+print("ok")
+"""
 
 
 def reload_without_mltrack(client, run_id: str, framework: str, tmp_path: Path) -> None:
     folder = client.download_artifacts(run_id, "model", str(tmp_path / "exported"))
+    script = RELOAD[framework] + PYFUNC
     result = subprocess.run(
-        [sys.executable, "-c", RELOAD[framework], folder],
+        [sys.executable, "-c", script, folder, run_id],
         capture_output=True,
         text=True,
         timeout=600,
         cwd=tmp_path,  # not the repository: mltrack is not importable by accident
-        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        env={
+            **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+            "MLFLOW_TRACKING_URI": client.tracking_uri,
+        },
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
 

@@ -140,9 +140,12 @@ def test_outage_spanning_tags_and_export_on_default_retries_delivers_all_exactly
             [check] = client.get_metric_history(run_id, "reload_max_abs_diff")
             assert down < check.timestamp / 1000 < up  # the export happened during the outage
             listed = sorted(a.path for a in client.list_artifacts(run_id, "model"))
-            assert listed == ["model/model.json", "model/model.weights.h5", "model/summary.txt"]
+            seed = ["model/model.json", "model/model.weights.h5", "model/summary.txt"]
+            assert {*seed, "model/MLmodel", "model/code"} <= set(listed), listed
+            [mlmodel] = artifacts.rglob("MLmodel")
             on_disk = sorted(p.name for p in artifacts.rglob("*") if p.is_file())
-            assert on_disk == ["model.json", "model.weights.h5", "summary.txt"]  # once each
+            assert on_disk == sorted(p.name for p in mlmodel.parent.rglob("*") if p.is_file())
+            assert {"model.json", "model.weights.h5", "pyfunc_model.py"} <= set(on_disk)
         assert not list((tmp_path / "spool").glob("*"))
 
 

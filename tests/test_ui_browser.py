@@ -32,6 +32,7 @@ def test_experiment_and_run_pages_show_runs_and_metrics(store, tmp_path):
     runs = []
     for i, name in enumerate(names):
         with start_run("browser-check", run_name=name, tracking_uri=store) as run:
+            run.log_params({"precision": name.split("-")[0], "batch_size": 64})
             for epoch in range(3):
                 run.end_epoch(epoch, {"val_accuracy": 0.5 + 0.1 * epoch + 0.01 * i})
         runs.append(run)
@@ -39,16 +40,20 @@ def test_experiment_and_run_pages_show_runs_and_metrics(store, tmp_path):
     with ui_server(store, tmp_path) as base, sync_playwright() as p:
         [line] = [x for x in (tmp_path / "ui.out").read_text().splitlines() if "MLflow UI" in x]
         printed = line.rsplit(" ", 1)[-1]  # the server writes its own lines after ours
-        assert printed == f"{base}/#/experiments/{runs[0].experiment_id}/runs", printed
+        runs_table = f"{base}/#/experiments/{runs[0].experiment_id}/runs"
+        assert printed == f"{runs_table}?viewStateShareKey=mltrack", printed
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1920, "height": 1000})
-        # The address `mltrack ui` printed, in a new browser: the runs table, no mode switch.
+        # The address `mltrack ui` printed, in a new browser: the runs table, no mode switch,
+        # and the metric and parameters as columns without picking them under "Columns".
         page.goto(printed, timeout=60_000)
         try:
             for name in names:
                 page.get_by_text(name).first.wait_for(timeout=60_000)
-            # MLflow 3.17's runs table lists no metric column until one is picked under
-            # "Columns"; the run page below shows the metrics themselves.
+            header = page.get_by_role("columnheader").filter(has_text="val_accuracy")
+            header.first.wait_for(timeout=60_000)
+            page.get_by_role("gridcell").filter(has_text="0.71").first.wait_for(timeout=60_000)
+            page.get_by_role("gridcell").filter(has_text="mixed_bf16").first.wait_for()
         finally:
             page.screenshot(path=str(SHOTS / "mlflow-ui-experiment.png"), full_page=True)
 

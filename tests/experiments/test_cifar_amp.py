@@ -88,7 +88,9 @@ def test_synthetic_two_epochs_leaves_one_complete_verified_run(run_module, clien
     ):
         assert key in run.data.metrics, key
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    assert artifacts == {"model/model.json", "model/model.weights.h5", "model/summary.txt"}
+    seed = {"model/model.json", "model/model.weights.h5", "model/summary.txt"}
+    assert seed | {"model/MLmodel", "model/code", "model/input_example.json"} <= artifacts
+    assert run.data.tags["reload_formats"] == "keras,pyfunc"
     assert run.data.tags["reload_ok"] == "true"
     assert run.data.metrics["reload_max_abs_diff"] <= float(run.data.tags["reload_tolerance"])
     h5 = Path(client.download_artifacts(run.info.run_id, "model/model.weights.h5"))

@@ -39,7 +39,7 @@ def test_resnet50_tuned_and_untuned(run_module, client, tuned, tmp_path):
         assert key in metrics, key
     for key in ("val_f1_macro", "data_wait_s", "compute_s", "optimizer_steps", "epoch_wall_s"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 1, key
-    assert tags["reload_ok"] == "true" and tags["reload_formats"] == "export,torchscript"
+    assert tags["reload_ok"] == "true" and tags["reload_formats"] == "export,pyfunc,torchscript"
     check_efficiency(client, run)
     if not tuned:  # the exported programs take any batch size, loaded by torch alone
         reload_without_mltrack(client, run.info.run_id, "torch", tmp_path)
