@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mltrack.errors import bad_value
+from mltrack.fetch import metric_histories
 from mltrack.report import Table, fraction, mean_spread, seconds
 
 NOISY_CV = 0.05  # steady epoch time varying more than this across repeats is called out
@@ -136,10 +137,6 @@ class Target:
         return value >= self.value if self.op == ">=" else value <= self.value
 
 
-def _history(client: Any, run_id: str, metric: str) -> dict[int, float]:
-    return {m.step: m.value for m in client.get_metric_history(run_id, metric)}
-
-
 def time_to_target(
     client: Any, selection: Any, target: Target, prices: dict[str, float] | None = None
 ) -> Table:
@@ -148,11 +145,16 @@ def time_to_target(
     if prices:
         header.append("cost (median)")
     table = Table(f"Time to {target.metric} {target.op} {target.value:g}", header)
-    for group, runs in _by_group(selection).items():
+    groups = _by_group(selection)
+    ids = [r.info.run_id for runs in groups.values() for r in runs]
+    all_values, all_times = (
+        metric_histories(client, ids, m) for m in (target.metric, "epoch_wall_s")
+    )
+    for group, runs in groups.items():
         epochs, walls, costs = [], [], []
         for run in runs:
-            values = _history(client, run.info.run_id, target.metric)
-            times = _history(client, run.info.run_id, "epoch_wall_s")
+            values = all_values.get(run.info.run_id, {})
+            times = all_times.get(run.info.run_id, {})
             hit = next((e for e in sorted(values) if target.reached(values[e])), None)
             if hit is None:
                 continue
@@ -181,6 +183,8 @@ def parity_table(client: Any, selection: Any, reference: str, tolerance: float) 
     if reference not in groups:
         raise bad_value("--parity", reference, f"a group with completed runs: {', '.join(groups)}")
     by_seed = {r.data.params.get("seed"): r for r in groups[reference]}
+    ids = [r.info.run_id for runs in groups.values() for r in runs]
+    history = {key: metric_histories(client, ids, key) for key in ("val_loss", "val_accuracy")}
     table = Table(
         f"Parity with {reference} (same seed), tolerance {tolerance:g}",
         [selection.key, "seed", "epoch", "Δ val_loss", "Δ val_accuracy", "first epoch over"],
@@ -196,7 +200,7 @@ def parity_table(client: Any, selection: Any, reference: str, tolerance: float) 
                 continue
             deltas = {}
             for key in ("val_loss", "val_accuracy"):
-                mine, theirs = (_history(client, r.info.run_id, key) for r in (run, twin))
+                mine, theirs = (history[key].get(r.info.run_id, {}) for r in (run, twin))
                 deltas[key] = {e: mine[e] - theirs[e] for e in sorted(mine.keys() & theirs.keys())}
             epochs = sorted(set(deltas["val_loss"]) | set(deltas["val_accuracy"]))
             over = [

@@ -21,6 +21,7 @@ from typing import Any
 
 from mltrack.analysis import Target, noise_caveats, parity_table, speed_table, time_to_target
 from mltrack.errors import UsageError, bad_value
+from mltrack.fetch import CURVE_RUNS, metric_histories, sample, search_all
 from mltrack.report import (
     PRECISION_ROWS,
     SUMMARY_METRICS,
@@ -89,9 +90,7 @@ def select(
                 raise bad_value("--runs", run_id, "the id of a run in this store") from exc
     elif names:
         try:
-            runs = list(
-                client.search_runs(list(names), filter_string=filter_string, max_results=50_000)
-            )
+            runs = search_all(client, list(names), filter_string)
         except Exception as exc:
             message = str(exc).splitlines()[0]
             raise bad_value("--filter", filter_string, f"an MLflow filter ({message})") from exc
@@ -248,14 +247,20 @@ def leaderboard(
 
 
 def histories(client: Any, selection: Selection, metric: str) -> dict[str, list[list[float]]]:
-    """Per group, each completed run's per-epoch values of ``metric``."""
-    out: dict[str, list[list[float]]] = {}
+    """Per group, the per-epoch values of ``metric`` of up to ``CURVE_RUNS`` completed runs
+    (evenly sampled: a chart's mean needs no more), fetched in bulk."""
+    by_group: dict[str, list[str]] = {}
     for run, group in zip(selection.runs, selection.groups, strict=True):
-        if run.data.tags.get("outcome", "completed") != "completed":
-            continue
-        points = sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)
-        if points:
-            out.setdefault(group, []).append([m.value for m in points])
+        if run.data.tags.get("outcome", "completed") == "completed":
+            by_group.setdefault(group, []).append(run.info.run_id)
+    chosen = {group: sample(ids) for group, ids in by_group.items()}
+    found = metric_histories(client, (i for ids in chosen.values() for i in ids), metric)
+    out: dict[str, list[list[float]]] = {}
+    for group, ids in chosen.items():
+        for run_id in ids:
+            if found.get(run_id):
+                steps = found[run_id]
+                out.setdefault(group, []).append([steps[s] for s in sorted(steps)])
     return out
 
 
@@ -333,8 +338,8 @@ def build(
     figures: bool = True,
 ) -> Report:
     """The tables (from the runs' latest metrics) and, with ``figures``, the charts: only
-    they need metric histories, one store call per run and curve (issue 13), so a report
-    that is printed, not written, never asks for them."""
+    they (and ``--target``/``--parity``) need metric histories, fetched in bulk
+    (``mltrack.histories``), so a report that is printed, not written, never asks for them."""
 
     tables = [
         precision_table(selection, baseline),
@@ -347,7 +352,10 @@ def build(
     if parity:
         tables.append(parity_table(client, selection, parity, parity_tol))
     charts = charts_of(client, selection) if figures else {}
-    return Report(tables, caveats(selection), runs_csv(selection), charts)
+    notes = caveats(selection)
+    if charts and max(map(len, groups_of(selection.results).values()), default=0) > CURVE_RUNS:
+        notes.append(f"learning curves average up to {CURVE_RUNS} runs per group, sampled evenly")
+    return Report(tables, notes, runs_csv(selection), charts)
 
 
 def charts_of(client: Any, selection: Selection) -> dict[str, Any]:

@@ -1,0 +1,195 @@
+"""``mltrack compare`` against store size: 100, 1,000 and 10,000 runs shaped like a sweep's.
+
+    python -m benchmarks.compare_scale                       # sqlite and one HTTP server
+    python -m benchmarks.compare_scale --sizes 100,1000 --reps 3 --no-server
+
+Each store holds one experiment of runs in four precision groups, every run with a real run's
+params and tags and 12 metrics × 30 epochs plus the summary metrics. Building them fast: one
+template run is logged through mltrack (so every row is MLflow's own), then copied in SQL with
+new ids and jittered values (logging 3.6 million points through the API would take an hour).
+
+Timed in one process, alternating, medians of ``--reps``: MLflow's own ``search_runs`` over the
+experiment (the floor: what any comparison must fetch); ``mltrack compare --format csv`` (the
+tables, no curves); ``mltrack compare --output DIR`` (tables, curves and the written report).
+Then the same against one ``mlflow server`` over the largest sqlite store.
+
+Targets (issue 13): tables ≤ 1.2× ``search_runs``, the full report ≤ 2×; ≤ 2 s at 1,000 runs
+and ≤ 15 s at 10,000 (sqlite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from mltrack import cli
+from mltrack.run import start_run
+from mltrack.uris import resolve_tracking_uri
+
+EXPERIMENT = "scale"
+GROUPS = ("fp32", "mixed_bf16", "bf16", "mixed_fp16")
+EPOCH_METRICS = (
+    *("loss", "accuracy", "val_loss", "val_accuracy", "epoch_wall_s", "train_wall_s"),
+    *("val_wall_s", "samples_per_s", "epoch_user_cpu_s", "epoch_system_cpu_s", "peak_rss_mb"),
+    "mfu",
+)
+SUMMARY = ("total_wall_s", "total_cpu_s", "test_accuracy", "test_loss", "warmup_epoch_wall_s")
+EPOCHS = 30
+RUN_TABLES = ("runs", "params", "tags", "metrics", "latest_metrics")
+
+
+def template(uri: str) -> str:
+    """One run as an experiment logs it; returns its id."""
+    rng = random.Random(0)
+    params = {"precision": GROUPS[0], "batch_size": 64, "epochs": EPOCHS, "learning_rate": 1e-3}
+    params.update({f"config.field_{i}": i for i in range(20)})
+    with start_run(EXPERIMENT, run_name="template", params=params, tracking_uri=uri) as run:
+        run.set_tags({"precision": GROUPS[0], "mltrack.module": "experiments.cifar_amp"})
+        for epoch in range(EPOCHS):
+            run.end_epoch(epoch, {k: rng.uniform(0.1, 1.0) for k in EPOCH_METRICS})
+        run.log_metrics({k: rng.uniform(0.1, 100.0) for k in SUMMARY}, step=0)
+    return run.run_id
+
+
+def build(folder: Path, size: int) -> str:
+    """A sqlite store of ``size`` runs; returns its URI."""
+    uri = resolve_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    source = template(uri)
+    db = sqlite3.connect(folder / "mlflow.db")
+    rows = {}
+    columns = {}
+    for table in RUN_TABLES:
+        columns[table] = [c[1] for c in db.execute(f"PRAGMA table_info({table})")]
+        rows[table] = db.execute(f"SELECT * FROM {table} WHERE run_uuid = ?", (source,)).fetchall()
+    rng = random.Random(1)
+    for first in range(1, size, 500):
+        batch: dict[str, list[tuple[object, ...]]] = {t: [] for t in RUN_TABLES}
+        for i in range(first, min(first + 500, size)):
+            new_id, group = uuid.uuid4().hex, GROUPS[i % len(GROUPS)]
+            scale = rng.uniform(0.9, 1.1)
+            for table in RUN_TABLES:
+                names = columns[table]
+                for row in rows[table]:
+                    values = dict(zip(names, row, strict=True))
+                    values["run_uuid"] = new_id
+                    if table == "runs":
+                        values["name"] = f"run-{i}"
+                        values["start_time"] = int(values["start_time"]) + i
+                    if table in ("metrics", "latest_metrics"):
+                        values["value"] = float(values["value"]) * scale
+                    if table in ("params", "tags") and values["key"] == "precision":
+                        values["value"] = group
+                    batch[table].append(tuple(values[n] for n in names))
+        for table, items in batch.items():
+            marks = ",".join("?" * len(columns[table]))
+            db.executemany(f"INSERT INTO {table} VALUES ({marks})", items)
+        db.commit()
+    db.close()
+    return uri
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def compare(uri: str, *extra: str) -> None:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = cli.main(["compare", "--experiment", EXPERIMENT, "--tracking-uri", uri, *extra])
+    if code != 0:
+        raise SystemExit(f"mltrack compare {' '.join(extra)} exited {code}")
+
+
+def measure(uri: str, reps: int, report_dir: Path) -> dict[str, float]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    actions: dict[str, Callable[[], object]] = {
+        "search_runs": lambda: client.search_runs([experiment_id], max_results=50_000),
+        "tables": lambda: compare(uri, "--format", "csv"),
+        "full": lambda: compare(uri, "--output", str(report_dir)),
+    }
+    times: dict[str, list[float]] = {name: [] for name in actions}
+    for rep in range(reps):
+        order = list(actions) if rep % 2 == 0 else list(reversed(actions))
+        for name in order:
+            times[name].append(timed(actions[name]))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def row(label: str, size: int, t: dict[str, float]) -> str:
+    base = t["search_runs"]
+    return (
+        f"| {label} | {size:,} | {base:.2f} | {t['tables']:.2f} ({t['tables'] / base:.2f}×) | "
+        f"{t['full']:.2f} ({t['full'] / base:.2f}×) |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--no-server", action="store_true", help="skip the HTTP server")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print("| store | runs | search_runs s | tables s (ratio) | full report s (ratio) |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="mltrack-scale-") as tmp:
+        for size in sizes:
+            folder = Path(tmp) / str(size)
+            folder.mkdir()
+            start = time.perf_counter()
+            uri = build(folder, size)
+            built = time.perf_counter() - start
+            times = measure(uri, args.reps, folder / "report")
+            print(row("sqlite", size, times) + f" <!-- built in {built:.0f} s -->", flush=True)
+        if not args.no_server:
+            from tests.test_cli import free_port  # the test suite's helper: a free loopback port
+
+            port = free_port()
+            server = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri),
+                    *("--port", str(port), "--workers", "2"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                http = f"http://127.0.0.1:{port}"
+                wait_for(f"{http}/health")
+                times = measure(http, args.reps, Path(tmp) / "report-http")
+                print(row("mlflow server (sqlite)", sizes[-1], times), flush=True)
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+    print("\ntargets: tables ≤ 1.2×, full ≤ 2× search_runs; ≤ 2 s at 1,000 and ≤ 15 s at 10,000")
+    return 0
+
+
+def wait_for(url: str, timeout_s: float = 120) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2):
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"{url} did not answer within {timeout_s} s")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
