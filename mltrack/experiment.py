@@ -11,6 +11,7 @@ its error and the study goes on; the parent ends FAILED only if no child complet
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import sys
 import traceback
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+from mltrack import warmup
 from mltrack.config import ExperimentConfig, parse_config, quiet_frameworks
 from mltrack.environment import detect_hardware, gpu_energy_mj
 from mltrack.errors import Terminated, UsageError
@@ -164,7 +166,10 @@ class Experiment(Generic[C, D]):
     def main(self, argv: Sequence[str] | None = None) -> int:
         try:
             cfg = self.parse(argv)
-            quiet_frameworks(cfg.verbose, self.framework)
+            # MLflow's import, the store and the probes load on a thread meanwhile (warmup.py).
+            uri = resolve_tracking_uri(cfg.tracking_uri or None)
+            begin = functools.partial(warmup.begin, uri, cfg.experiment or self.name)
+            quiet_frameworks(cfg.verbose, self.framework, meanwhile=begin)
             data = self.load_data(cfg)
         except UsageError as exc:
             print(f"{self.prog}: error: {exc}", file=sys.stderr)

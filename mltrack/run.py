@@ -41,9 +41,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from mltrack import limits
-from mltrack.efficiency import peak_tags
-from mltrack.environment import detect_hardware, git_tags, hardware_tags, software_tags
+from mltrack import limits, warmup
+from mltrack.environment import software_tags
 from mltrack.errors import Terminated
 from mltrack.process import HEARTBEAT_TAG, process_tags
 from mltrack.sink import Artifact, Inputs, Point, Record, Register, Sink, Values, as_json
@@ -333,7 +332,8 @@ def start_run(
     (``system/*`` metrics every that many seconds); it stops before the run ends.
     """
     uri = resolve_tracking_uri(tracking_uri or (parent.tracking_uri if parent else None))
-    client = parent._client if parent else _client(uri)
+    prepared = warmup.tracking(uri, experiment)  # begun while the framework loaded, if at all
+    client = parent._client if parent else prepared.client
     experiment_id = (
         parent.experiment_id if parent else _get_or_create_experiment(client, experiment, uri)
     )
@@ -342,10 +342,8 @@ def start_run(
         "mlflow.source.name": Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python",
         "mlflow.source.type": "LOCAL",
         "mlflow.user": getpass.getuser(),
-        **hardware_tags(detect_hardware()),
-        **peak_tags(detect_hardware()),
-        **software_tags(),
-        **git_tags(),
+        **prepared.tags,
+        **software_tags(),  # now: it reads the CUDA versions of the frameworks loaded by now
     }
     if parent is not None:
         base_tags["mlflow.parentRunId"] = parent.run_id

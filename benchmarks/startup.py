@@ -1,0 +1,127 @@
+"""The main command as a user feels it: whole processes, bare Keras vs ``experiments.cifar_amp``.
+
+    python -m benchmarks.startup                    # 5 pairs, about 8 minutes here
+    python -m benchmarks.startup --pairs 7 --epochs 3
+
+Both sides are fresh ``python`` processes training the same model (``build_model`` of
+``experiments.cifar_amp``) on the same synthetic shapes (4096 32×32×3 training images, 1024
+for validation, batch 256, fp32): the bare side is a plain Keras script (build, compile, fit,
+evaluate, nothing tracked); the other is the README's command with ``--no-export``, into one
+embedded store that exists already, as it does after a user's first run. Each process is timed
+from spawn to exit: wall clock, CPU of the process and its children (``wait4``), and peak RSS.
+The pairs alternate which side goes first, so drift on this shared VM hits both alike; the
+figures are the medians and their ratio, and the per-pair differences.
+
+Target (issue 13): wall ≤ 1.03× the bare script and ≤ +1.0 s; CPU ≤ 1.03×.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BARE = """
+import sys
+import keras
+from experiments.cifar_amp import build_model
+from mltrack.data import synthetic
+
+size, epochs, batch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+data = synthetic.images((32, 32, 3), 10, size, max(size // 4, 1), 0)
+keras.utils.set_random_seed(0)
+model = build_model("fp32", data.num_classes)
+model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"])
+model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch,
+          validation_data=(data.x_test, data.y_test), verbose=2)
+model.evaluate(data.x_test, data.y_test, batch_size=batch, verbose=0)
+"""
+
+
+@dataclass
+class Sample:
+    wall_s: float
+    cpu_s: float
+    max_rss_mb: float
+
+
+def measure(command: list[str], cwd: Path, env: dict[str, str]) -> Sample:
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+    proc.stderr.close()  # type: ignore[union-attr]
+    # ru_maxrss of wait4 is the largest of the process and its waited-for children (KiB).
+    return Sample(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--size", type=int, default=4096, help="synthetic training images")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=256)
+    args = parser.parse_args(argv)
+    shape = [str(args.size), str(args.epochs), str(args.batch_size)]
+    tracked = [
+        *("-m", "experiments.cifar_amp", "--dataset", "synthetic", "--synthetic-size"),
+        *(shape[0], "--epochs", shape[1], "--batch-size", shape[2]),
+        *("--precision", "fp32", "--no-export"),
+    ]
+    with tempfile.TemporaryDirectory(prefix="mltrack-startup-") as tmp:
+        cwd = Path(tmp)
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        env.update(PYTHONPATH=str(ROOT), MLTRACK_SPOOL_DIR=str(cwd / "spool"))
+        sides = {
+            "bare Keras": [sys.executable, "-c", BARE, *shape],
+            "mltrack": [sys.executable, *tracked],
+        }
+        # One unmeasured run of each: the store exists, as after a user's first run, and the
+        # OS page cache holds both sides' libraries.
+        for command in sides.values():
+            measure(command, cwd, env)
+        samples: dict[str, list[Sample]] = {name: [] for name in sides}
+        for pair in range(args.pairs):
+            order = list(sides) if pair % 2 == 0 else list(reversed(sides))
+            for name in order:
+                samples[name].append(measure(sides[name], cwd, env))
+            bare, ours = samples["bare Keras"][-1], samples["mltrack"][-1]
+            print(
+                f"pair {pair + 1}: bare {bare.wall_s:.2f} s wall {bare.cpu_s:.2f} s CPU | "
+                f"mltrack {ours.wall_s:.2f} s wall {ours.cpu_s:.2f} s CPU",
+                flush=True,
+            )
+    report(samples["bare Keras"], samples["mltrack"])
+    return 0
+
+
+def report(bare: list[Sample], ours: list[Sample]) -> None:
+    def med(xs: list[Sample], field: str) -> float:
+        return statistics.median(getattr(x, field) for x in xs)
+
+    print(f"\n{len(bare)} alternated pairs, whole processes (spawn to exit), medians:")
+    print("| | bare Keras | mltrack | ratio | difference |")
+    print("|---|---|---|---|---|")
+    for field, label in (("wall_s", "wall s"), ("cpu_s", "CPU s"), ("max_rss_mb", "peak RSS MB")):
+        b, o = med(bare, field), med(ours, field)
+        print(f"| {label} | {b:.2f} | {o:.2f} | {o / b:.3f}× | {o - b:+.2f} |")
+    diffs = sorted(o.wall_s - b.wall_s for b, o in zip(bare, ours, strict=True))
+    print(f"\nper-pair wall differences (s): {', '.join(f'{d:+.2f}' for d in diffs)}")
+    print("targets: wall ≤ 1.03× and ≤ +1.0 s, CPU ≤ 1.03×")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

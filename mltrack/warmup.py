@@ -1,0 +1,85 @@
+"""Start-up work that needs neither the framework nor the data, done while they load.
+
+A tracked run's fixed cost is MLflow's import (about 1.5 s here), opening the store (its first
+query; creating a new sqlite store's tables takes 2 s more) and the probes that tag every run
+(hardware, the CPU's peak FLOP/s from the cache, git). None of it needs TensorFlow, torch or the
+data, so ``Experiment.main`` calls ``begin`` right after parsing its flags, and the work runs on
+a thread while the main thread imports the framework and loads the data. ``start_run`` then
+takes the result with ``tracking`` (which does the work itself if nothing was begun, as for
+runs opened from code). Nothing is written here: the experiment and the run are created by
+``start_run`` once the data loaded, so bad input still leaves nothing half-written.
+
+The result is kept per tracking URI for the life of the process: a study's runs, a sweep
+worker's trials and compare's report run share one client and one set of probes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from mltrack.efficiency import peak_tags
+from mltrack.environment import detect_hardware, git_tags, hardware_tags
+
+
+@dataclass(frozen=True)
+class Tracking:
+    client: Any  # mlflow.MlflowClient on the store, already opened
+    tags: dict[str, str]  # hardware, peaks and git: the same for every run of this process
+
+
+EXIT_WAIT_S = 10.0
+_lock = threading.Lock()
+_ready: dict[str, Tracking] = {}
+_pending: dict[str, tuple[threading.Thread, list[Tracking | BaseException]]] = {}
+
+
+def _prepare(tracking_uri: str, experiment: str) -> Tracking:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    client.get_experiment_by_name(experiment or "Default")  # opens (or creates) the store
+    hardware = detect_hardware()
+    return Tracking(client, {**hardware_tags(hardware), **peak_tags(hardware), **git_tags()})
+
+
+def begin(tracking_uri: str, experiment: str = "") -> None:
+    """Start preparing ``tracking_uri`` on a background thread (once per URI)."""
+    with _lock:
+        if tracking_uri in _ready or tracking_uri in _pending:
+            return
+        box: list[Tracking | BaseException] = []
+
+        def work() -> None:
+            try:
+                box.append(_prepare(tracking_uri, experiment))
+            except BaseException as exc:  # handed to the main thread by tracking()
+                box.append(exc)
+
+        thread = threading.Thread(target=work, name="mltrack-warmup", daemon=True)
+        _pending[tracking_uri] = (thread, box)
+        thread.start()
+        # A process that ends early (bad input) lets a new store's tables finish; a store that
+        # does not answer does not hold the exit up for long (nothing is written but tables).
+        atexit.register(thread.join, EXIT_WAIT_S)
+
+
+def tracking(tracking_uri: str, experiment: str = "") -> Tracking:
+    """The opened client and the probes' tags for ``tracking_uri``; raises what preparing it
+    raised (an unreachable store, a bad URI) in the caller's thread."""
+    with _lock:
+        if tracking_uri in _ready:
+            return _ready[tracking_uri]
+        pending = _pending.pop(tracking_uri, None)
+    if pending is None:
+        prepared = _prepare(tracking_uri, experiment)
+    else:
+        thread, box = pending
+        thread.join()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        prepared = box[0]
+    with _lock:
+        return _ready.setdefault(tracking_uri, prepared)
