@@ -78,9 +78,7 @@ def describe(exc: BaseException) -> str:
 
 
 def _client(tracking_uri: str) -> Any:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri)
+    return warmup.shared_client(tracking_uri)
 
 
 class Run:

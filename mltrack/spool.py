@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mltrack import process
+from mltrack import process, warmup
 from mltrack.limits import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH, redacted_stdout, tags
 
 
@@ -104,11 +104,10 @@ def replay(path: Path, client: Any = None) -> Replayed:
     (SIGKILL, OOM killer): it is ended FAILED with the reason, unless the store already shows
     it ended (``mltrack doctor`` got there first).
     """
-    from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
 
     header, records = read(path)
-    client = client or MlflowClient(tracking_uri=header["tracking_uri"])
+    client = client or warmup.shared_client(header["tracking_uri"])
     run_id = header["run_id"]
     done = Replayed()
     metrics = [

@@ -36,10 +36,21 @@ _ready: dict[str, Tracking] = {}
 _pending: dict[str, tuple[threading.Thread, list[Tracking | BaseException]]] = {}
 
 
-def _prepare(tracking_uri: str, experiment: str) -> Tracking:
+_clients: dict[str, Any] = {}
+
+
+def shared_client(tracking_uri: str) -> Any:
+    """One ``MlflowClient`` per store for the whole process (creating one costs 0.1 s)."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    with _lock:
+        if tracking_uri not in _clients:
+            _clients[tracking_uri] = MlflowClient(tracking_uri=tracking_uri)
+        return _clients[tracking_uri]
+
+
+def _prepare(tracking_uri: str, experiment: str) -> Tracking:
+    client = shared_client(tracking_uri)
     client.get_experiment_by_name(experiment or "Default")  # opens (or creates) the store
     hardware = detect_hardware()
     return Tracking(client, {**hardware_tags(hardware), **peak_tags(hardware), **git_tags()})

@@ -4,6 +4,7 @@ and keeps Optuna and MLflow agreeing on how each trial ended."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import os
 import socket
@@ -47,6 +48,10 @@ class Sweep:
         self.storage = open_storage(args, self._on_stale)
         self.data = self.experiment.load_data(self.cfg)
         self.parent: Run | None = None
+        # Optuna collects garbage after each trial (a trial's model must not stay in memory
+        # for the next). The framework's modules and the data live as long as the worker:
+        # frozen, the collector skips them, which made each collection 0.27 s -> milliseconds.
+        gc.freeze()
 
     def _on_stale(self, study: Any, trial: Any) -> None:
         """A dead worker's trial: end its MLflow run FAILED with the reason, queue the retry."""
@@ -60,11 +65,9 @@ class Sweep:
 
     def _end_orphans(self) -> None:
         """Runs of this experiment left RUNNING by dead processes end FAILED before we start."""
-        from mlflow import MlflowClient
+        from mltrack import doctor, warmup
 
-        from mltrack import doctor
-
-        client = MlflowClient(tracking_uri=self.tracking_uri)
+        client = warmup.shared_client(self.tracking_uri)
         ids = doctor.experiment_ids(client, self.cfg.experiment or self.experiment.name)
         orphans = doctor.find(client, ids, stale_after_s=max(self.args.grace_period * 3, 600))
         doctor.end(self.tracking_uri, orphans)
