@@ -39,7 +39,7 @@ size, epochs, batch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 data = synthetic.images((32, 32, 3), 10, size, max(size // 4, 1), 0)
 keras.utils.set_random_seed(0)
 model = build_model("fp32", data.num_classes)
-model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"])
+model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
 model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch,
           validation_data=(data.x_test, data.y_test), verbose=2)
 model.evaluate(data.x_test, data.y_test, batch_size=batch, verbose=0)

@@ -114,10 +114,12 @@ class Sweep:
 
         def attach(run: Run) -> None:
             trial.set_user_attr("mlflow_run_id", run.run_id)
-            # Optuna 5's Trial has no system_attrs; the stored (frozen) trial does.
-            frozen = next(
-                t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number
-            )
+            # Optuna 5's Trial has no system_attrs; the stored (frozen) trial does. Only running
+            # trials are read: reading all of them costs more with every trial.
+            from optuna.trial import TrialState
+
+            running = trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            frozen = next(t for t in running if t.number == trial.number)
             retry_of = frozen.system_attrs.get("failed_trial")
             run.set_tags(
                 {
@@ -203,8 +205,13 @@ class Sweep:
         # waiting for others notices a dead one, so we call it knowingly.
         warnings.filterwarnings("ignore", category=ExperimentalWarning)
 
+        checked = -math.inf
         while deadline is None or time.monotonic() < deadline:
-            fail_stale_trials(study)
+            # A dead worker's trial goes stale after the grace period: looking for one more
+            # often than every heartbeat interval finds nothing new and costs a query per trial.
+            if time.monotonic() - checked >= self.args.heartbeat_interval:
+                fail_stale_trials(study)
+                checked = time.monotonic()
             trials = study.get_trials(deepcopy=False)
             done = counted(trials)
             if done >= self.args.trials:
@@ -217,8 +224,9 @@ class Sweep:
                 continue
             if self.args.sampler == "grid" and self.sampler.is_exhausted(study):
                 break
-            study.optimize(self.objective, n_trials=1, gc_after_trial=True)
-            self.print_progress(study)
+            study.optimize(
+                self.objective, n_trials=1, gc_after_trial=True, callbacks=[self.print_progress]
+            )
 
     def summary(self, study: Any) -> str:
         from optuna.trial import TrialState
@@ -242,8 +250,8 @@ class Sweep:
         lines.append(f"parent run {parent} in {where}; browse with: {mltrack_command()} ui")
         return "\n".join(lines)
 
-    def print_progress(self, study: Any) -> None:
-        last = study.get_trials(deepcopy=False)[-1]
+    def print_progress(self, study: Any, last: Any) -> None:
+        """Optuna's callback after each trial of this worker, with the trial as stored."""
         print(
             f"trial {last.number}: {last.state.name.lower()} "
             f"({last.user_attrs.get('outcome', '')}) params {last.params} value {last.values}",
