@@ -28,7 +28,7 @@ from mltrack.limits import redact_uri
 from mltrack.precision import Resolved, resolve
 from mltrack.report import Result, results_table
 from mltrack.run import Run, describe, outcome_of, sigterm_as_exception, start_run
-from mltrack.uris import resolve_tracking_uri
+from mltrack.uris import resolve_tracking_uri, which_tracking_uri
 
 C = TypeVar("C", bound=ExperimentConfig)
 D = TypeVar("D", bound="Dataset")
@@ -116,7 +116,6 @@ class Experiment(Generic[C, D]):
                 # What the GPUs drew while this run trained (and exported): 1 Wh = 3.6e6 mJ.
                 metrics["energy_wh"] = (end_mj - energy_mj) / 3.6e6
                 run.log_metrics({"energy_wh": metrics["energy_wh"]}, step=0)
-            run.flush()
         return RunResult(run.run_id, resolved.resolved, repeat, run.outcome, metrics, run.error)
 
     def study_child(
@@ -167,7 +166,7 @@ class Experiment(Generic[C, D]):
         try:
             cfg = self.parse(argv)
             # MLflow's import, the store and the probes load on a thread meanwhile (warmup.py).
-            uri = resolve_tracking_uri(cfg.tracking_uri or None)
+            uri = which_tracking_uri(cfg.tracking_uri or None)
             begin = functools.partial(warmup.begin, uri, cfg.experiment or self.name)
             quiet_frameworks(cfg.verbose, self.framework, meanwhile=begin)
             data = self.load_data(cfg)

@@ -331,7 +331,7 @@ def start_run(
     """
     uri = resolve_tracking_uri(tracking_uri or (parent.tracking_uri if parent else None))
     prepared = warmup.tracking(uri, experiment)  # begun while the framework loaded, if at all
-    client = parent._client if parent else prepared.client
+    client = parent._client if parent else _client(uri)
     experiment_id = (
         parent.experiment_id if parent else _get_or_create_experiment(client, experiment, uri)
     )

@@ -9,9 +9,14 @@ from pathlib import Path
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
 
-def resolve_tracking_uri(uri: str | None = None) -> str:
+def which_tracking_uri(uri: str | None = None) -> str:
     """``--tracking-uri`` over ``MLFLOW_TRACKING_URI`` over the embedded sqlite store."""
-    resolved = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """The store ``which_tracking_uri`` names, with an embedded store's folder created."""
+    resolved = which_tracking_uri(uri)
     db = sqlite_path(resolved)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)

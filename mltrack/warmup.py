@@ -6,8 +6,9 @@ query; creating a new sqlite store's tables takes 2 s more) and the probes that 
 data, so ``Experiment.main`` calls ``begin`` right after parsing its flags, and the work runs on
 a thread while the main thread imports the framework and loads the data. ``start_run`` then
 takes the result with ``tracking`` (which does the work itself if nothing was begun, as for
-runs opened from code). Nothing is written here: the experiment and the run are created by
-``start_run`` once the data loaded, so bad input still leaves nothing half-written.
+runs opened from code). Nothing is written here: an existing store is opened, a new one is left
+for ``start_run`` to create, with the experiment and the run, once the data loaded, so bad input
+still leaves nothing behind.
 
 The result is kept per tracking URI for the life of the process: a study's runs, a sweep
 worker's trials and compare's report run share one client and one set of probes.
@@ -22,11 +23,11 @@ from typing import Any
 
 from mltrack.efficiency import peak_tags
 from mltrack.environment import detect_hardware, git_tags, hardware_tags
+from mltrack.uris import sqlite_path
 
 
 @dataclass(frozen=True)
 class Tracking:
-    client: Any  # mlflow.MlflowClient on the store, already opened
     tags: dict[str, str]  # hardware, peaks and git: the same for every run of this process
 
 
@@ -50,10 +51,15 @@ def shared_client(tracking_uri: str) -> Any:
 
 
 def _prepare(tracking_uri: str, experiment: str) -> Tracking:
-    client = shared_client(tracking_uri)
-    client.get_experiment_by_name(experiment or "Default")  # opens (or creates) the store
+    db = sqlite_path(tracking_uri)
+    if db is None or db.exists():
+        # Open the store now. A new embedded store is left to start_run, which creates it
+        # once the data loaded: a command that fails on bad input leaves no store behind.
+        shared_client(tracking_uri).get_experiment_by_name(experiment or "Default")
+    else:
+        import mlflow  # noqa: F401 - the import is most of the cost
     hardware = detect_hardware()
-    return Tracking(client, {**hardware_tags(hardware), **peak_tags(hardware), **git_tags()})
+    return Tracking({**hardware_tags(hardware), **peak_tags(hardware), **git_tags()})
 
 
 def begin(tracking_uri: str, experiment: str = "") -> None:
@@ -78,8 +84,8 @@ def begin(tracking_uri: str, experiment: str = "") -> None:
 
 
 def tracking(tracking_uri: str, experiment: str = "") -> Tracking:
-    """The opened client and the probes' tags for ``tracking_uri``; raises what preparing it
-    raised (an unreachable store, a bad URI) in the caller's thread."""
+    """The probes' tags for ``tracking_uri`` (its client, opened, is ``shared_client``'s);
+    raises what preparing it raised (an unreachable store, a bad URI) in the caller's thread."""
     with _lock:
         if tracking_uri in _ready:
             return _ready[tracking_uri]
