@@ -14,7 +14,7 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn, TypeVar
@@ -25,33 +25,28 @@ from mltrack.precision import PRECISIONS
 C = TypeVar("C", bound="ExperimentConfig")
 
 
-def quiet_frameworks(
-    verbose: bool, framework: str = "", meanwhile: Callable[[], None] = lambda: None
-) -> None:
+def quiet_frameworks(verbose: bool, framework: str = "") -> None:
     """No TensorFlow/absl/oneDNN/CUDA banner and no MLflow INFO lines unless ``--verbose``.
 
     Runs before TensorFlow or MLflow is imported: they read these variables when they load (a
     value the user set stays). TensorFlow's absl logs a few lines while its shared libraries
     load, before ``TF_CPP_MIN_LOG_LEVEL`` applies; so a Keras experiment imports Keras here,
-    with file descriptor 2 on /dev/null for the length of that import only. ``meanwhile`` is
-    called once the variables are set, before that import (``Experiment.main`` starts the
-    tracking warm-up there, so MLflow loads quietly while Keras does).
+    with file descriptor 2 on /dev/null for the length of that import only.
     """
-    if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ INFO, WARNING and ERROR lines
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    meanwhile()
-    if verbose or framework != "keras" or "keras" in sys.modules:
+    if verbose:
         return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import keras  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ INFO, WARNING and ERROR lines
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    if framework == "keras" and "keras" not in sys.modules:
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        try:
+            import keras  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
 
 
 def flag(name: str) -> str:

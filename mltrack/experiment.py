@@ -11,7 +11,6 @@ its error and the study goes on; the parent ends FAILED only if no child complet
 from __future__ import annotations
 
 import dataclasses
-import functools
 import shutil
 import sys
 import traceback
@@ -165,10 +164,10 @@ class Experiment(Generic[C, D]):
     def main(self, argv: Sequence[str] | None = None) -> int:
         try:
             cfg = self.parse(argv)
-            # MLflow's import, the store and the probes load on a thread meanwhile (warmup.py).
-            uri = which_tracking_uri(cfg.tracking_uri or None)
-            begin = functools.partial(warmup.begin, uri, cfg.experiment or self.name)
-            quiet_frameworks(cfg.verbose, self.framework, meanwhile=begin)
+            quiet_frameworks(cfg.verbose, self.framework)
+            # MLflow's import, the store and the probes load on a thread while the data loads
+            # (after the framework's import, which a thread would only slow down: warmup.py).
+            warmup.begin(which_tracking_uri(cfg.tracking_uri or None), cfg.experiment or self.name)
             data = self.load_data(cfg)
         except UsageError as exc:
             print(f"{self.prog}: error: {exc}", file=sys.stderr)
