@@ -88,18 +88,20 @@ class Verifier:
             self._start()
         assert self.proc is not None and self.proc.stdin and self.proc.stdout
         request = {"kind": kind, "model": str(model), "work": str(work)}
+        ready: list[Any] = [self.proc.stdout]
         try:
             self.proc.stdin.write(json.dumps(request) + "\n")
             self.proc.stdin.flush()
             ready, _, _ = select.select([self.proc.stdout], [], [], RELOAD_TIMEOUT_S)
             line = self.proc.stdout.readline() if ready else ""
-        except OSError:
+        except OSError:  # it died before reading the request
             line = ""
         if line:
             return str(json.loads(line).get("error", ""))
-        error = self._last_error() or f"the verifier gave no answer within {RELOAD_TIMEOUT_S} s"
+        # No reply: it died (its log's last line says why) or it hung (the log says nothing).
+        error = self._last_error() if ready else ""
         self.close()
-        return error
+        return error or f"the verifier gave no answer within {RELOAD_TIMEOUT_S} s"
 
     def _start(self) -> None:
         self.close()

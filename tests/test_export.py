@@ -55,3 +55,17 @@ def test_a_verifier_that_dies_mid_request_fails_the_check_with_its_last_words(
     assert run.data.tags["reload_ok"] == "false" and run.info.status == "FINISHED"
     assert run.data.tags["reload_error"] == "injected verifier crash"
     artifacts.VERIFIER.close()
+
+
+def test_a_verifier_that_hangs_is_timed_out_not_blamed_on_its_last_log_line(
+    store, client, monkeypatch
+):
+    # Reads the request, logs a harmless line, then waits for stdin to close (never answers).
+    hang = "import sys; sys.stdin.readline(); print('W: a warning', file=sys.stderr, flush=True);"
+    hang += " sys.stdin.readline()"
+    monkeypatch.setattr(artifacts, "RELOAD_TIMEOUT_S", 2)
+    monkeypatch.setattr(artifacts, "VERIFIER", artifacts.Verifier([sys.executable, "-c", hang]))
+    assert not export_one(store, "hung")
+    [run] = all_runs(client, "export")
+    assert run.data.tags["reload_error"] == "the verifier gave no answer within 2 s"
+    assert artifacts.VERIFIER.proc is None  # closed: the next export starts a new one
