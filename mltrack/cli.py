@@ -32,7 +32,12 @@ def newest_experiment(uri: str) -> str | None:
 VIEW_KEY = "mltrack"
 VIEW_PARAMS = ("precision", "batch_size", "accumulation_steps")
 VIEW_METRICS = (
-    *("test_accuracy", "test_pr_auc", "val_accuracy", "total_wall_s", "samples_per_s", "mfu"),
+    "test_accuracy",
+    "test_pr_auc",
+    "val_accuracy",
+    "total_wall_s",
+    "samples_per_s",
+    "mfu",
 )
 
 
@@ -40,11 +45,10 @@ def share_runs_view(uri: str, experiment_id: str) -> str:
     """Save the runs-table view and return the query that opens it."""
     import json
 
-    from mlflow import MlflowClient
-
     from mltrack.run import tag_experiment
+    from mltrack.warmup import shared_client
 
-    runs = MlflowClient(tracking_uri=uri).search_runs([experiment_id], max_results=100)
+    runs = shared_client(uri).search_runs([experiment_id], max_results=100)
     params = [k for k in VIEW_PARAMS if any(k in r.data.params for r in runs)]
     metrics = [k for k in VIEW_METRICS if any(k in r.data.metrics for r in runs)]
     columns = [

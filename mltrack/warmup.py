@@ -4,14 +4,14 @@ A tracked run's fixed cost is MLflow's import (about 1.5 s here), opening the st
 query; creating a new sqlite store's tables takes 2 s more) and the probes that tag every run
 (hardware, the CPU's peak FLOP/s from the cache, git). None of it needs TensorFlow, torch or the
 data, so ``Experiment.main`` calls ``begin`` once the framework is imported, and the work runs
-on a thread while the main thread loads the data. Measured (2 cores, numpy's loops release the
-GIL): beside data loading the thread saves 0.1-0.3 s; beside Keras' import it cost 0.8 s more
-than importing one after the other (two Python-heavy imports fight over the GIL and the import
-lock), so it does not start earlier. ``start_run`` then
-takes the result with ``tracking`` (which does the work itself if nothing was begun, as for
-runs opened from code). Nothing is written here: an existing store is opened, a new one is left
-for ``start_run`` to create, with the experiment and the run, once the data loaded, so bad input
-still leaves nothing behind.
+on a thread while the main thread loads the data; ``start_run`` then takes the result with
+``tracking`` (which does the work itself if nothing was begun, as for runs opened from code).
+Measured (2 cores; numpy's loops release the GIL): beside data loading the thread saves
+0.1-0.3 s; beside Keras' import it cost 0.8 s more than importing one after the other (two
+Python-heavy imports fight over the GIL and the import locks), so it does not start earlier.
+
+Nothing is written here: an existing store is opened, a new one is left for ``start_run`` to
+create, with the experiment and the run, once the data loaded, so bad input leaves nothing.
 
 The result is kept per tracking URI for the life of the process: a study's runs, a sweep
 worker's trials and compare's report run share one client and one set of probes.
@@ -38,8 +38,6 @@ EXIT_WAIT_S = 10.0
 _lock = threading.Lock()
 _ready: dict[str, Tracking] = {}
 _pending: dict[str, tuple[threading.Thread, list[Tracking | BaseException]]] = {}
-
-
 _clients: dict[str, Any] = {}
 
 
@@ -81,8 +79,8 @@ def begin(tracking_uri: str, experiment: str = "") -> None:
         thread = threading.Thread(target=work, name="mltrack-warmup", daemon=True)
         _pending[tracking_uri] = (thread, box)
         thread.start()
-        # A process that ends early (bad input) lets a new store's tables finish; a store that
-        # does not answer does not hold the exit up for long (nothing is written but tables).
+        # A process that ends early (bad input) lets the thread finish its reads; a store that
+        # does not answer does not hold the exit up for long.
         atexit.register(thread.join, EXIT_WAIT_S)
 
 
