@@ -339,7 +339,7 @@ def build(
 ) -> Report:
     """The tables (from the runs' latest metrics) and, with ``figures``, the charts: only
     they (and ``--target``/``--parity``) need metric histories, fetched in bulk
-    (``mltrack.histories``), so a report that is printed, not written, never asks for them."""
+    (``mltrack.fetch``), so a report that is printed, not written, never asks for them."""
 
     tables = [
         precision_table(selection, baseline),
