@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mltrack import published
 from mltrack.analysis import Target, noise_caveats, parity_table, speed_table, time_to_target
 from mltrack.errors import UsageError, bad_value
 from mltrack.fetch import CURVE_RUNS, metric_histories, sample, search_all
 from mltrack.report import (
     PRECISION_ROWS,
     SUMMARY_METRICS,
+    Report,
     Result,
     Table,
     delta_table,
@@ -49,7 +51,12 @@ class Selection:
     @property
     def results(self) -> list[Result]:
         return [
-            Result(g, r.data.tags.get("outcome", r.info.status.lower()), dict(r.data.metrics))
+            Result(
+                g,
+                r.data.tags.get("outcome", r.info.status.lower()),
+                dict(r.data.metrics),
+                r.data.tags,
+            )
             for r, g in zip(self.runs, self.groups, strict=True)
         ]
 
@@ -142,9 +149,15 @@ def caveats(selection: Selection) -> list[str]:
     single = [g for g, ms in groups_of(selection.results).items() if len(ms) == 1]
     if single:
         notes.append(f"groups with one completed run (no spread): {', '.join(single)}")
-    excluded = [r for r in selection.results if r.outcome != "completed"]
+    excluded = [r for r in selection.results if not r.averaged]
     if excluded:
         notes.append(f"{len(excluded)} run(s) not completed are listed but not averaged in")
+    nan = sum(r.averaged and r.outcome == "diverged" for r in selection.results)
+    if nan:
+        notes.append(
+            f"{nan} diverged run(s) trained every epoch on NaN (the seed's protocol): their "
+            "times and accuracy are averaged in"
+        )
     return notes + noise_caveats(selection)
 
 
@@ -286,44 +299,6 @@ def runs_csv(selection: Selection) -> str:
     return buffer.getvalue()
 
 
-@dataclass
-class Report:
-    tables: list[Table]
-    notes: list[str]
-    csv: str
-    figures: dict[str, Any]  # file name -> matplotlib figure
-
-    def markdown(self, figures: bool = True) -> str:
-        """The report; ``figures``: link the PNGs (only where ``write`` puts them beside it)."""
-        parts = [t.markdown() for t in self.tables]
-        parts += [f"![{name}]({name})" for name in self.figures if figures]
-        notes = "\n".join(f"- {n}" for n in self.notes)
-        return ("**Caveats**\n\n" + notes + "\n\n" if notes else "") + "\n\n".join(parts) + "\n"
-
-    def html(self, figures: bool = True) -> str:
-        body = "".join(t.html() for t in self.tables)
-        shown = self.figures if figures else {}
-        body += "".join(f'<p><img src="{name}" alt="{name}"></p>' for name in shown)
-        notes = "".join(f"<li>{n}</li>" for n in self.notes)
-        return (
-            "<!doctype html><meta charset='utf-8'><title>mltrack comparison</title>"
-            "<style>table{border-collapse:collapse}td,th{border:1px solid #999;"
-            "padding:2px 8px}</style>" + (f"<ul>{notes}</ul>" if notes else "") + body
-        )
-
-    def write(self, folder: Path) -> list[Path]:
-        folder.mkdir(parents=True, exist_ok=True)
-        files = {"report.md": self.markdown(), "report.html": self.html(), "runs.csv": self.csv}
-        paths = []
-        for name, text in files.items():
-            (folder / name).write_text(text)
-            paths.append(folder / name)
-        for name, figure in self.figures.items():
-            figure.savefig(folder / name, dpi=100)
-            paths.append(folder / name)
-        return paths
-
-
 def build(
     client: Any,
     selection: Selection,
@@ -351,6 +326,15 @@ def build(
         tables.append(time_to_target(client, selection, target, prices))
     if parity:
         tables.append(parity_table(client, selection, parity, parity_tol))
+    modules = {
+        r.data.tags.get("mltrack.module", "").removeprefix("experiments.") for r in selection.runs
+    }
+    runs = [
+        ({**r.data.tags, **r.data.params}, result)
+        for r, result in zip(selection.runs, selection.results, strict=True)
+    ]
+    for module in sorted(modules):
+        tables += published.tables_for(module, runs)
     charts = charts_of(client, selection) if figures else {}
     notes = caveats(selection)
     if charts and max(map(len, groups_of(selection.results).values()), default=0) > CURVE_RUNS:

@@ -63,6 +63,8 @@ class ExperimentConfig:
 
     # The datasets an experiment accepts; the first is the default.
     DATASETS: ClassVar[tuple[str, ...]] = ("synthetic",)
+    # Defaults a sweep's trials take instead of the seed's, unless the flag is given.
+    SWEEP_DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     precision: str = field(
         default="auto",
@@ -160,6 +162,14 @@ class ExperimentConfig:
 
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def for_sweep(self, argv: Sequence[str]) -> None:
+        """Take ``SWEEP_DEFAULTS`` for the fields whose flags ``argv`` does not give."""
+        for name, value in self.SWEEP_DEFAULTS.items():
+            given = flag(name)
+            if not any(a == given or a.startswith(given + "=") for a in argv):
+                setattr(self, name, value)
+        self.validate()
 
 
 class _Parser(argparse.ArgumentParser):

@@ -9,7 +9,8 @@
   fingerprint by timing a large matmul per dtype in a fresh process (``calibrate``), cached
   in ``~/.cache/mltrack/peaks.json`` (``MLTRACK_CACHE_DIR``); on
   an NVIDIA GPU, the vendor's dense (not sparse) figure from its datasheet, ``GPU_PEAKS``. An
-  unknown GPU has no peak: its MFU is absent, never guessed.
+  unknown GPU has no peak: its MFU is absent, never guessed. A CPU's 16-bit peaks are at
+  least its fp32 peak (``bounded``): a framework may widen 16-bit math to fp32.
 - Per epoch: ``achieved_tflops`` = FLOPs per sample × ``samples_per_s`` / 1e12 and ``mfu`` =
   achieved / the peak of the run's compute dtype.
 """
@@ -88,9 +89,25 @@ def cpu_peaks(hardware: Hardware) -> dict[str, float]:
     return measured
 
 
+def bounded(measured: dict[str, float]) -> dict[str, float]:
+    """A CPU's 16-bit peaks raised to at least its fp32 peak.
+
+    The calibration times PyTorch's own kernels; another framework may run a 16-bit matmul
+    otherwise: TensorFlow's CPU kernels widen float16 to float32 where PyTorch has only a slow
+    reference kernel (measured here: a Keras mixed_fp16 MLP at 8-12× PyTorch's fp16 peak). A
+    peak is an upper bound of what the machine can do in that dtype by any route, so MFU stays
+    at most 1 in every framework.
+    """
+    out = dict(measured)
+    for dtype in ("bf16", "fp16"):
+        if dtype in out and "fp32" in out:
+            out[dtype] = max(out[dtype], out["fp32"])
+    return out
+
+
 def peaks(hardware: Hardware) -> dict[str, float]:
     """Peak TFLOP/s by dtype of the device a run computes on (the first GPU, else the CPU)."""
-    return gpu_peaks(hardware.gpus[0].name) if hardware.gpus else cpu_peaks(hardware)
+    return gpu_peaks(hardware.gpus[0].name) if hardware.gpus else bounded(cpu_peaks(hardware))
 
 
 def peak_tags(hardware: Hardware) -> dict[str, str]:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import sys
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from mltrack import warmup
+from mltrack import published, warmup
 from mltrack.config import ExperimentConfig, parse_config, quiet_frameworks
 from mltrack.environment import detect_hardware, gpu_energy_mj
 from mltrack.errors import Terminated, UsageError
@@ -45,9 +46,11 @@ class RunResult:
     outcome: str
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
+    tags: dict[str, str] = field(default_factory=dict)  # what the stop decision tagged
+    params: dict[str, str] = field(default_factory=dict)  # as logged (strings)
 
     def as_result(self) -> Result:
-        return Result(self.precision, self.outcome, self.metrics)
+        return Result(self.precision, self.outcome, self.metrics, self.tags)
 
 
 @dataclass
@@ -58,6 +61,12 @@ class Experiment(Generic[C, D]):
     train: Callable[[C, D, Run], dict[str, float]]
     description: str = ""
     framework: str = "keras"  # "keras" or "torch": what the experiment trains with
+    # Where the default recipe departs from the seed's own code, and why (param
+    # ``seed.deviations``): the seed cannot run as written, or measures other than it says.
+    deviations: Sequence[str] = ()
+    # Untimed training before a study's runs, as a seed did before measuring (no run, nothing
+    # logged but the precisions it trained and its wall time); returns those precisions.
+    warm_up: Callable[[C, D], Sequence[str]] | None = None
     # The table a study's parent run carries (results.md) and the terminal shows.
     study_report: Callable[[Sequence[RunResult]], str] = lambda results: str(
         results_table([r.as_result() for r in results])
@@ -79,8 +88,12 @@ class Experiment(Generic[C, D]):
             "precision_reason": resolved.reason,
             "effective_batch_size": cfg.effective_batch_size,
             "repeat": repeat,
+            **self.seed_params(),
             **data.params(),
         }
+
+    def seed_params(self) -> dict[str, str]:
+        return {"seed.deviations": "; ".join(self.deviations) or "none"}
 
     def run_one(
         self,
@@ -90,15 +103,18 @@ class Experiment(Generic[C, D]):
         repeat: int = 0,
         parent: Run | None = None,
         hooks: Sequence[Callable[[Run], None]] = (),
+        params: Mapping[str, Any] | None = None,
     ) -> RunResult:
-        """Train one run; ``hooks`` see the open run first (a sweep adds its pruner there)."""
+        """Train one run; ``hooks`` see the open run first (a sweep adds its pruner there);
+        ``params`` are logged beside the config's."""
         # Each repeat its own reproducible seed, so repeats measure spread, not the same run.
         run_cfg = dataclasses.replace(cfg, precision=resolved.resolved, seed=cfg.seed + repeat)
         name = f"{self.name}-{resolved.resolved}" + (f"-r{repeat}" if cfg.repeats > 1 else "")
+        logged = {**self.run_params(cfg, resolved, data, repeat), **(params or {})}
         with start_run(
             cfg.experiment or self.name,
             run_name=name,
-            params=self.run_params(cfg, resolved, data, repeat),
+            params=logged,
             tags={"precision": resolved.resolved, "mltrack.module": f"experiments.{self.name}"},
             tracking_uri=cfg.tracking_uri or None,
             parent=parent,
@@ -115,7 +131,16 @@ class Experiment(Generic[C, D]):
                 # What the GPUs drew while this run trained (and exported): 1 Wh = 3.6e6 mJ.
                 metrics["energy_wh"] = (end_mj - energy_mj) / 3.6e6
                 run.log_metrics({"energy_wh": metrics["energy_wh"]}, step=0)
-        return RunResult(run.run_id, resolved.resolved, repeat, run.outcome, metrics, run.error)
+        return RunResult(
+            run.run_id,
+            resolved.resolved,
+            repeat,
+            run.outcome,
+            metrics,
+            run.error,
+            run.stop_details,
+            {k: str(v) for k, v in logged.items()},
+        )
 
     def study_child(
         self, cfg: C, resolved: Resolved, data: D, repeat: int, parent: Run
@@ -129,15 +154,26 @@ class Experiment(Generic[C, D]):
             run_id = opened[0].run_id if opened else ""
             return RunResult(run_id, resolved.resolved, repeat, outcome_of(exc), {}, describe(exc))
 
+    def warm(self, cfg: C, data: D) -> dict[str, str]:
+        """Run the experiment's warm-up, if it has one; its params for the study's run."""
+        started = time.perf_counter()
+        trained = self.warm_up(cfg, data) if self.warm_up else ()
+        if not trained:
+            return {}
+        seconds = time.perf_counter() - started
+        print(f"warm-up (untimed, not logged as a run): {', '.join(trained)}, {seconds:.1f}s")
+        return {"warmup": ",".join(trained), "warmup_wall_s": f"{seconds:.2f}"}
+
     def execute(self, cfg: C, data: D) -> list[RunResult]:
         hardware = detect_hardware()
         variants = [resolve(p, hardware) for p in cfg.precision_list()]
+        warm = self.warm(cfg, data)
         if len(variants) == 1 and cfg.repeats == 1:
-            return [self.run_one(cfg, variants[0], data)]
+            return [self.run_one(cfg, variants[0], data, params=warm)]
         with start_run(
             cfg.experiment or self.name,
             run_name=f"{self.name}-study",
-            params={**dataclasses.asdict(cfg), **data.params()},
+            params={**dataclasses.asdict(cfg), **self.seed_params(), **data.params(), **warm},
             tags={"mltrack.role": "study", "mltrack.module": f"experiments.{self.name}"},
             tracking_uri=cfg.tracking_uri or None,
         ) as parent:
@@ -152,13 +188,18 @@ class Experiment(Generic[C, D]):
         return results
 
     def report(self, results: Sequence[RunResult]) -> str:
-        """The study's table, then the children that failed and why."""
+        """The study's table, the seed's published figures beside the measured ones, then the
+        children that failed and why."""
         failed = [r for r in results if r.error]
         lines = [
             f"- {r.precision} repeat {r.repeat} ({r.run_id or 'no run'}): {r.error}" for r in failed
         ]
-        return self.study_report(results) + (
-            "\n\nFailed runs:\n" + "\n".join(lines) if lines else ""
+        runs = [({**r.params, "precision": r.precision}, r.as_result()) for r in results]
+        seed = "".join(f"\n\n{t}" for t in published.tables_for(self.name, runs))
+        return (
+            self.study_report(results)
+            + seed
+            + ("\n\nFailed runs:\n" + "\n".join(lines) if lines else "")
         )
 
     def main(self, argv: Sequence[str] | None = None) -> int:

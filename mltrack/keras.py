@@ -23,6 +23,8 @@ from mltrack.metrics import binary_scores
 from mltrack.precision import KERAS_POLICY
 from mltrack.run import Run
 
+ON_DIVERGENCE = ("stop", "continue")
+
 
 @contextlib.contextmanager
 def precision_policy(precision: str) -> Iterator[None]:
@@ -50,10 +52,16 @@ class MlflowCallback(keras.callbacks.Callback):
 
     async_safe = True
 
-    def __init__(self, run: Run, *, samples_per_epoch: int | None = None) -> None:
+    def __init__(
+        self, run: Run, *, samples_per_epoch: int | None = None, on_divergence: str = "stop"
+    ) -> None:
         super().__init__()
+        if on_divergence not in ON_DIVERGENCE:
+            raise ValueError(f"on_divergence: got {on_divergence!r}, expected {ON_DIVERGENCE}")
         self.run = run
         self.samples_per_epoch = samples_per_epoch
+        self.on_divergence = on_divergence
+        self.divergence: dict[str, Any] = {}  # the first non-finite loss: epoch, step, loss
         self.ledger = Ledger()
         self.epoch = 0
         self.last_epoch: dict[str, float] = {}
@@ -99,6 +107,8 @@ class MlflowCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         self.ledger.end()
+        if self.divergence:  # trained on through NaN: the run diverged all the same
+            self.run.stop("diverged", **self.divergence, trained_on="true")
 
     def _loss_scale(self) -> dict[str, float]:
         optimizer = getattr(self.model, "optimizer", None)
@@ -107,7 +117,10 @@ class MlflowCallback(keras.callbacks.Callback):
 
     def _diverged(self, epoch: int, step: int, loss: float) -> None:
         with self._divergence_lock:
-            if self.run.stopping:
+            if self.run.stopping or self.divergence:
+                return
+            if self.on_divergence == "continue":  # train every epoch on NaN, as seed 002 did
+                self.divergence = {"epoch": epoch, "step": step, "loss": loss}
                 return
             self.run.stop("diverged", epoch=epoch, step=step, loss=loss)
         self.model.stop_training = True
@@ -117,9 +130,14 @@ class StepCallback(MlflowCallback):
     """Adds batch hooks: running batch metrics every N steps and exact divergence steps."""
 
     def __init__(
-        self, run: Run, *, samples_per_epoch: int | None = None, log_every_n_steps: int = 0
+        self,
+        run: Run,
+        *,
+        samples_per_epoch: int | None = None,
+        log_every_n_steps: int = 0,
+        on_divergence: str = "stop",
     ) -> None:
-        super().__init__(run, samples_per_epoch=samples_per_epoch)
+        super().__init__(run, samples_per_epoch=samples_per_epoch, on_divergence=on_divergence)
         self.log_every_n_steps = log_every_n_steps
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
@@ -158,12 +176,19 @@ def callback(
     samples_per_epoch: int | None,
     log_every_n_steps: int = 0,
     watch_steps: bool = False,
+    on_divergence: str = "stop",
 ) -> MlflowCallback:
+    """The callback for a fit: with batch hooks only where they are needed (they make Keras
+    fetch every batch's logs). ``on_divergence``: ``stop`` ends training at the first NaN/Inf
+    loss; ``continue`` trains every epoch on and ends the run ``diverged`` with the first one."""
     if log_every_n_steps or watch_steps:
         return StepCallback(
-            run, samples_per_epoch=samples_per_epoch, log_every_n_steps=log_every_n_steps
+            run,
+            samples_per_epoch=samples_per_epoch,
+            log_every_n_steps=log_every_n_steps,
+            on_divergence=on_divergence,
         )
-    return MlflowCallback(run, samples_per_epoch=samples_per_epoch)
+    return MlflowCallback(run, samples_per_epoch=samples_per_epoch, on_divergence=on_divergence)
 
 
 def dtype_tags(model: Any) -> dict[str, str]:
@@ -194,9 +219,13 @@ def fit(
     samples_per_epoch: int | None = None,
     log_every_n_steps: int = 0,
     watch_steps: bool = False,
+    on_divergence: str = "stop",
     **fit_kwargs: Any,
 ) -> dict[str, float]:
-    """``model.fit`` with tracking; returns and logs the ledger summary (step 0)."""
+    """``model.fit`` with tracking; returns and logs the ledger summary (step 0).
+
+    ``validation_data`` None: the timed fit validates nothing (evaluate after, untimed).
+    """
     if samples_per_epoch is None and hasattr(x, "__len__") and y is not None:
         samples_per_epoch = len(x)
     run.set_tags(dtype_tags(model))
@@ -205,6 +234,7 @@ def fit(
         samples_per_epoch=samples_per_epoch,
         log_every_n_steps=log_every_n_steps,
         watch_steps=watch_steps,
+        on_divergence=on_divergence,
     )
     model.fit(
         x,

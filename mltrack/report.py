@@ -2,7 +2,8 @@
 
 A ``Table`` renders to markdown (terminal, artifacts) and HTML. The rules that keep
 comparisons honest live here: groups of one run say ``(n=1)``; diverged, failed, pruned and
-killed runs are counted in an outcomes column and never averaged in.
+killed runs are counted in an outcomes column and never averaged in, except diverged runs that
+trained every epoch on NaN as the seed-002 notebook's fp16 runs did (``mltrack.run.averaged``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mltrack.run import averaged
 
 
 @dataclass
@@ -43,9 +48,12 @@ class Table:
 
 
 def mean_spread(values: Sequence[float]) -> str:
-    """``mean ± sample standard deviation``, or the single value marked ``(n=1)``."""
+    """``mean ± sample standard deviation``, or the single value marked ``(n=1)``; ``NaN``
+    where a value is not finite (a loss that diverged)."""
     if not values:
         return "–"
+    if not all(math.isfinite(v) for v in values):
+        return "NaN" + (" (n=1)" if len(values) == 1 else "")
     if len(values) == 1:
         return f"{values[0]:.4g} (n=1)"
     return f"{statistics.fmean(values):.4g} ± {statistics.stdev(values):.2g}"
@@ -83,6 +91,11 @@ class Result:
     group: str
     outcome: str
     metrics: Mapping[str, float]
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def averaged(self) -> bool:
+        return averaged(self.outcome, self.tags)
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -92,11 +105,12 @@ def _mean(values: Sequence[float]) -> float:
 def groups_of(
     results: Sequence[Result], completed_only: bool = True
 ) -> dict[str, list[Mapping[str, float]]]:
-    """Metrics per group in first-seen order; only completed runs unless told otherwise."""
+    """Metrics per group in first-seen order; only the runs whose figures are averaged
+    (``Result.averaged``) unless told otherwise."""
     out: dict[str, list[Mapping[str, float]]] = {}
     for r in results:
         out.setdefault(r.group, [])
-        if r.outcome == "completed" or not completed_only:
+        if r.averaged or not completed_only:
             out[r.group].append(r.metrics)
     return out
 
@@ -161,3 +175,41 @@ PRECISION_ROWS = (
     Row("Accuracy", "test_accuracy", fraction),
     Row("Validation loss", "val_loss", number),
 )
+
+
+@dataclass
+class Report:
+    tables: list[Table]
+    notes: list[str]
+    csv: str
+    figures: dict[str, Any]  # file name -> matplotlib figure
+
+    def markdown(self, figures: bool = True) -> str:
+        """The report; ``figures``: link the PNGs (only where ``write`` puts them beside it)."""
+        parts = [t.markdown() for t in self.tables]
+        parts += [f"![{name}]({name})" for name in self.figures if figures]
+        notes = "\n".join(f"- {n}" for n in self.notes)
+        return ("**Caveats**\n\n" + notes + "\n\n" if notes else "") + "\n\n".join(parts) + "\n"
+
+    def html(self, figures: bool = True) -> str:
+        body = "".join(t.html() for t in self.tables)
+        shown = self.figures if figures else {}
+        body += "".join(f'<p><img src="{name}" alt="{name}"></p>' for name in shown)
+        notes = "".join(f"<li>{n}</li>" for n in self.notes)
+        return (
+            "<!doctype html><meta charset='utf-8'><title>mltrack comparison</title>"
+            "<style>table{border-collapse:collapse}td,th{border:1px solid #999;"
+            "padding:2px 8px}</style>" + (f"<ul>{notes}</ul>" if notes else "") + body
+        )
+
+    def write(self, folder: Path) -> list[Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        files = {"report.md": self.markdown(), "report.html": self.html(), "runs.csv": self.csv}
+        paths = []
+        for name, text in files.items():
+            (folder / name).write_text(text)
+            paths.append(folder / name)
+        for name, figure in self.figures.items():
+            figure.savefig(folder / name, dpi=100)
+            paths.append(folder / name)
+        return paths

@@ -63,6 +63,16 @@ STATUS = {
 }
 OOM_ERRORS = ("OutOfMemoryError", "ResourceExhaustedError", "MemoryError")
 HEARTBEAT_INTERVAL_S = 30.0
+# A diverged run that trained all its epochs on NaN (``--protocol seed``: the seed-002 fp16 row)
+# carries this tag; its time and accuracy are measured figures like a completed run's.
+TRAINED_ON_TAG = "diverged_trained_on"
+
+
+def averaged(outcome: str, tags: Mapping[str, str]) -> bool:
+    """Whether a run's figures count in a comparison's means: it completed, or it diverged and
+    trained on through every epoch, as the seed-002 notebook's fp16 runs did."""
+    return outcome == "completed" or (outcome == "diverged" and tags.get(TRAINED_ON_TAG) == "true")
+
 
 EpochHook = Callable[[int, Mapping[str, float]], None]
 
@@ -97,6 +107,7 @@ class Run:
         self.tracking_uri = tracking_uri
         self.outcome = "completed"
         self.error = ""
+        self.stop_details: dict[str, str] = {}  # the tags the stop decision set
         self.epoch_hooks: list[EpochHook] = []
         self.monitor: Any = None  # MLflow's SystemMetricsMonitor, when asked for
         self.journal = Journal(spool_dir(), run_id, tracking_uri)
@@ -184,8 +195,8 @@ class Run:
         if self.stopping:
             return
         self.outcome, self.error = outcome, error
-        if details:
-            self.set_tags({f"{outcome}_{k}": v for k, v in details.items()})
+        self.stop_details = {f"{outcome}_{k}": str(v) for k, v in details.items()}
+        self.set_tags(self.stop_details)
 
     @property
     def stopping(self) -> bool:

@@ -31,6 +31,7 @@ class Sweep:
         self.args = args
         self.experiment = load_experiment(args.module)
         self.cfg = self.experiment.parse(args.passthrough)
+        self.cfg.for_sweep(args.passthrough)
         quiet_frameworks(self.cfg.verbose, self.experiment.framework)
         hardware = detect_hardware()
         space = SearchSpace.default(self.cfg, hardware)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -61,8 +62,11 @@ def test_synthetic_two_epochs_leaves_one_complete_verified_run(run_module, clien
     [run] = all_runs(client)
     assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "completed"
     params = run.data.params
-    assert params["precision_requested"] == "auto"
-    assert params["precision"] in {"mixed_bf16", "fp32", "mixed_fp16"}
+    # The seed's recipe by default: its policy, optimizer and model, deviations written down.
+    assert params["precision_requested"] == params["precision"] == "mixed_fp16"
+    assert params["model"] == "mlp" and params["optimizer"] == "sgd"
+    assert params["learning_rate"] == "0.01"
+    assert "mixed_floats16" in params["seed.deviations"]
     assert params["batch_size"] == "64" and params["effective_batch_size"] == "64"
     assert params["dataset.name"] == "synthetic" and params["dataset.train_size"] == "256"
     assert params["dataset.hash"]
@@ -93,6 +97,15 @@ def test_synthetic_two_epochs_leaves_one_complete_verified_run(run_module, clien
     assert run.data.tags["reload_formats"] == "keras,pyfunc"
     assert run.data.tags["reload_ok"] == "true"
     assert run.data.metrics["reload_max_abs_diff"] <= float(run.data.tags["reload_tolerance"])
+    architecture = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "model/model.json")).read_text()
+    )
+    layers = architecture["config"]["layers"]
+    assert [x["config"]["units"] for x in layers if x["class_name"] == "Dense"] == [3000, 1000, 10]
+    assert layers[-1]["class_name"] == "Activation"
+    assert layers[-1]["config"]["activation"] == "sigmoid"
+    assert layers[-1]["config"]["dtype"]["config"]["name"] == "float32"
+    assert layers[1]["config"]["dtype"]["config"]["name"] == "mixed_float16"
     h5 = Path(client.download_artifacts(run.info.run_id, "model/model.weights.h5"))
     assert h5.read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"  # really HDF5
     check_efficiency(client, run)

@@ -1,4 +1,5 @@
-"""The seed-002 study on offline digits: fp16 diverges as a result, not a crash."""
+"""The seed-002 study on offline digits: fp16 diverges as a result, not a crash; the seed's
+protocol (warm-up, no validation in the timed fit, training on through NaN) by default."""
 
 from __future__ import annotations
 
@@ -9,7 +10,57 @@ from mltrack import cli
 from tests.conftest import study_runs, verified_children
 
 
-def test_digits_study_fp32_fp16_mixed_bf16(run_module, client, store, capsys):
+def test_seed_protocol_trains_fp16_on_nan_and_sets_the_published_table_beside(
+    run_module, client, store, capsys
+):
+    result = run_module(
+        "experiments.fashion_mnist_precision",
+        *("--dataset", "digits", "--precisions", "fp32,fp16", "--repeats", "2"),
+        *("--epochs", "3", "--no-export"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "warm-up (untimed, not logged as a run): fp32," in result.stdout
+    parent, children = study_runs(client)
+    assert parent.data.params["warmup"] == "fp32" and parent.data.params["protocol"] == "seed"
+    fp16 = [r for r in children if r.data.params["precision"] == "fp16"]
+    fp32 = [r for r in children if r.data.params["precision"] == "fp32"]
+    for r in fp16:  # the seed's half row: every epoch trained on NaN, then tested
+        assert r.data.tags["outcome"] == "diverged" and r.info.status == "FAILED"
+        assert r.data.tags["diverged_trained_on"] == "true"
+        assert len(client.get_metric_history(r.info.run_id, "loss")) == 3
+        assert abs(r.data.metrics["test_accuracy"] - 0.10) < 0.03, r.data.metrics
+    for r in children:  # the timed fit validated nothing; test metrics after it
+        assert "val_loss" not in r.data.metrics and r.data.metrics["val_wall_s"] == 0
+        assert "test_accuracy" in r.data.metrics
+    # The study table averages the fp16 runs' time and accuracy, as the seed's did.
+    table = Path(client.download_artifacts(parent.info.run_id, "results.md")).read_text()
+    wall = [r.data.metrics["total_wall_s"] for r in fp16]
+    fp16_row = next(line for line in table.splitlines() if line.startswith("| fp16 | 2 |"))
+    assert f"{statistics.fmean(wall):.4g} ± {statistics.stdev(wall):.2g}" in fp16_row
+
+    # compare: the seed's published figures beside the measured ones, ratios to fp32 in both.
+    assert (
+        cli.main(["compare", "--experiment", "fashion_mnist_precision", "--tracking-uri", store])
+        == 0
+    )
+    out = capsys.readouterr().out
+    single = next(line for line in out.splitlines() if line.startswith("| single | total_wall_s"))
+    half = next(line for line in out.splitlines() if line.startswith("| half | total_wall_s"))
+    measured = {
+        p: statistics.fmean(r.data.metrics["total_wall_s"] for r in rs)
+        for p, rs in (("fp32", fp32), ("fp16", fp16))
+    }
+    assert "| 39.51s |" in single and "| 1.00× | 1.00× |" in single
+    assert f"| {40.641441424687706 / 39.506595293680824:.2f}× |" in half
+    assert f"| {measured['fp16'] / measured['fp32']:.2f}× |" in half
+    accuracy = next(line for line in out.splitlines() if line.startswith("| single | test_acc"))
+    fp32_accuracy = statistics.fmean(r.data.metrics["test_accuracy"] for r in fp32)
+    assert f"| 0.9026 | {fp32_accuracy:.4f} (n=2) |" in accuracy
+    assert "| double | total_wall_s | 1m 14s | – |" in out  # no fp64 run here
+    assert "trained every epoch on NaN" in out
+
+
+def test_mltrack_protocol_stops_at_the_first_nan(run_module, client, store, capsys):
     result = run_module(
         "experiments.fashion_mnist_precision",
         "--dataset",
@@ -18,6 +69,8 @@ def test_digits_study_fp32_fp16_mixed_bf16(run_module, client, store, capsys):
         "fp32,fp16,mixed_bf16",
         "--repeats",
         "2",
+        "--protocol",
+        "mltrack",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     parent, children = study_runs(client)
