@@ -2,7 +2,7 @@
 
     python -m benchmarks.flops        # about 20 s: one process per framework, then calibration
 
-The model is the seed-003 CIFAR CNN of ``experiments.cifar_amp`` (and the same layers in
+The model is the CIFAR CNN of ``experiments.cifar_amp --model cnn`` (and the same layers in
 PyTorch). mltrack counts Keras from the layers' shapes and PyTorch with torch's own
 ``FlopCounterMode``; the hand count below multiplies out each layer. Convention (MFU's): 2 FLOPs
 per multiply-add of dense and convolution layers; training = forward + weight gradients + input
@@ -35,7 +35,7 @@ def count_keras() -> float:
     from experiments.cifar_amp import build_model
     from mltrack.efficiency import keras_flops_per_sample
 
-    return keras_flops_per_sample(build_model("fp32", 10))
+    return keras_flops_per_sample(build_model("cnn", "fp32", 10))
 
 
 def torch_model() -> object:

@@ -91,7 +91,7 @@ def main() -> None:
     def fit(callbacks: list[Any]) -> tuple[float, float]:
         keras.utils.set_random_seed(0)
         with mk.precision_policy(args.precision):
-            model = build_model(args.precision, 10)
+            model = build_model("cnn", args.precision, 10)
             model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
         wall, cpu = time.perf_counter(), time.process_time()
         model.fit(

@@ -3,14 +3,14 @@
     python -m benchmarks.startup                    # 5 pairs, about 8 minutes here
     python -m benchmarks.startup --pairs 7 --epochs 3
 
-Both sides are fresh ``python`` processes training the same model (``build_model`` of
-``experiments.cifar_amp``) on the same synthetic shapes (4096 32×32×3 training images, 1024
-for validation, batch 256, fp32): the bare side is a plain Keras script (build, compile, fit,
-evaluate, nothing tracked); the other is the README's command with ``--no-export``, into one
-embedded store that exists already, as it does after a user's first run. Each process is timed
-from spawn to exit: wall clock, CPU of the process and its children (``wait4``), and peak RSS.
-The pairs alternate which side goes first, so drift on this shared VM hits both alike; the
-figures are the medians and their ratio, and the per-pair differences.
+Both sides are fresh ``python`` processes training the same model (the seed-003 MLP of
+``experiments.cifar_amp``, SGD 0.01, one-hot labels) on the same synthetic shapes (4096 32×32×3
+training images, 1024 for validation, batch 256, fp32): the bare side is a plain Keras script
+(build, compile, fit, evaluate, nothing tracked); the other is the README's command with
+``--no-export``, into one embedded store that exists already, as it does after a user's first run.
+Each process is timed from spawn to exit: wall clock, CPU of the process and its children
+(``wait4``), and peak RSS. The pairs alternate which side goes first, so drift on this shared VM
+hits both alike; the figures are the medians and their ratio, and the per-pair differences.
 
 Target (issue 13): wall ≤ 1.03× the bare script and ≤ +1.0 s; CPU ≤ 1.03×.
 """
@@ -38,11 +38,13 @@ from mltrack.data import synthetic
 size, epochs, batch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 data = synthetic.images((32, 32, 3), 10, size, max(size // 4, 1), 0)
 keras.utils.set_random_seed(0)
-model = build_model("fp32", data.num_classes)
-model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch,
-          validation_data=(data.x_test, data.y_test), verbose=2)
-model.evaluate(data.x_test, data.y_test, batch_size=batch, verbose=0)
+model = build_model("mlp", "fp32", data.num_classes)  # the main command's seed-003 recipe
+model.compile(keras.optimizers.SGD(0.01), "categorical_crossentropy", metrics=["accuracy"])
+y_train = keras.utils.to_categorical(data.y_train, 10)
+y_test = keras.utils.to_categorical(data.y_test, 10)
+model.fit(data.x_train, y_train, epochs=epochs, batch_size=batch,
+          validation_data=(data.x_test, y_test), verbose=2)
+model.evaluate(data.x_test, y_test, batch_size=batch, verbose=0)
 """
 
 

@@ -155,6 +155,29 @@ def simulate(rows: int, seed: int = 0) -> Any:
     )
 
 
+# The seed notebook's inputs (seed 000): every numeric column but the labels, and the
+# transaction type label-encoded (scikit-learn's LabelEncoder: the types in sorted order).
+SEED_COLUMNS = (
+    "step",
+    "type",
+    "amount",
+    "oldbalanceOrg",
+    "newbalanceOrig",
+    "oldbalanceDest",
+    "newbalanceDest",
+)
+FEATURES = ("seed", "engineered")
+
+
+def seed_features(frame: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The seed's 7 inputs, unscaled: ``SEED_COLUMNS`` with ``type`` as its index in
+    ``TYPES`` (what ``LabelEncoder`` gives), shape (rows, 7) float32; labels int64."""
+    kind = np.searchsorted(np.array(TYPES), frame["type"].to_numpy().astype(str))
+    columns = [kind if c == "type" else frame[c].to_numpy(float) for c in SEED_COLUMNS]
+    x = np.stack([np.asarray(c, np.float32) for c in columns], axis=1)
+    return x, frame["isFraud"].to_numpy(np.int64)
+
+
 def features(frame: Any) -> tuple[np.ndarray, np.ndarray]:
     """Model inputs: type one-hot, log amounts and balances, balance errors, hour of day.
 
@@ -178,18 +201,38 @@ def features(frame: Any) -> tuple[np.ndarray, np.ndarray]:
     return x, frame["isFraud"].to_numpy(np.int64)
 
 
+SEED_SPLIT_STATE = 42  # the notebook's train_test_split(..., random_state=42)
+
+
 def dataset(
-    frame: Any, name: str, source: str, seed: int, test_fraction: float = 0.2
+    frame: Any,
+    name: str,
+    source: str,
+    seed: int,
+    test_fraction: float = 0.2,
+    kind: str = "seed",
 ) -> ArrayDataset:
-    """Stratified split, features standardised with the training split's statistics."""
+    """Split 80/20 and standardise with the training split's statistics.
+
+    ``kind`` ``seed``: the notebook's 7 columns and its unstratified split (random_state 42);
+    ``engineered``: ``features`` and a split stratified by the label, seeded by ``seed``.
+    """
     from sklearn.model_selection import train_test_split
 
-    x, y = features(frame)
+    x, y = seed_features(frame) if kind == "seed" else features(frame)
     if y.sum() < 2:
         raise DataUnavailable(f"{source}: {int(y.sum())} fraudulent rows; need at least 2")
     x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=y
+        x,
+        y,
+        test_size=test_fraction,
+        random_state=SEED_SPLIT_STATE if kind == "seed" else seed,
+        stratify=None if kind == "seed" else y,
     )
+    if y_train.sum() < 2:
+        raise DataUnavailable(
+            f"{source}: {int(y_train.sum())} fraudulent rows in the training split; need 2"
+        )
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
     return ArrayDataset(
         name, (x_train - mean) / std, y_train, (x_test - mean) / std, y_test, 2, source
@@ -199,8 +242,19 @@ def dataset(
 def balance(
     x: np.ndarray, y: np.ndarray, how: str, seed: int
 ) -> tuple[np.ndarray, np.ndarray, Any]:
-    """Handle the rare class (``--imbalance``): class weights, negatives undersampled to ten
-    per positive, or nothing. Returns the rows, their labels and Keras class weights."""
+    """Handle the rare class (``--imbalance``): SMOTE (the seed's: synthetic positives until the
+    classes are even, imbalanced-learn's ``SMOTE``), class weights, negatives undersampled to
+    ten per positive, or nothing. Returns the rows, their labels and Keras class weights."""
+    if how == "smote":
+        from imblearn.over_sampling import SMOTE
+
+        positives = int(y.sum())
+        if positives < 2:
+            raise DataUnavailable(f"SMOTE: {positives} fraudulent training rows; need at least 2")
+        # imbalanced-learn's default is 5 neighbours; fewer positives than that take fewer.
+        smote = SMOTE(random_state=seed, k_neighbors=min(5, positives - 1))
+        x_out, y_out = smote.fit_resample(x, y)
+        return np.asarray(x_out, np.float32), np.asarray(y_out, np.int64), None
     if how == "class_weight":
         counts = np.bincount(y, minlength=2)
         return x, y, {c: len(y) / (2 * counts[c]) for c in (0, 1)}

@@ -71,8 +71,29 @@ def test_simulator_follows_the_published_behaviour():
     assert paysim.simulate(1000, seed=3).equals(paysim.simulate(1000, seed=3))
 
 
+def test_seed_features_are_the_notebooks_seven_columns_label_encoded():
+    frame = paysim.simulate(10_000, seed=1)
+    x, y = paysim.seed_features(frame)
+    assert x.shape == (10_000, 7) and y.sum() == frame["isFraud"].sum()
+    # LabelEncoder's codes: the types in sorted order.
+    from sklearn.preprocessing import LabelEncoder
+
+    assert (x[:, 1] == LabelEncoder().fit_transform(frame["type"])).all()
+    assert np.allclose(x[:, 2], frame["amount"].to_numpy(np.float32))
+    ds = paysim.dataset(frame, "sim", "test", seed=7)  # the seed's split: random_state 42
+    assert ds.x_train.shape == (8000, 7)
+    assert np.array_equal(ds.y_test, paysim.dataset(frame, "sim", "test", seed=8).y_test)
+
+
+def test_smote_evens_the_classes_with_synthetic_positives():
+    ds = paysim.dataset(paysim.simulate(20_000, seed=1), "sim", "test", seed=0)
+    x, y, weights = paysim.balance(ds.x_train, ds.y_train, "smote", seed=0)
+    assert weights is None and y.sum() == (y == 0).sum() == (ds.y_train == 0).sum()
+    assert len({tuple(row) for row in x[y == 1]}) > ds.y_train.sum()  # new rows, not copies
+
+
 def test_dataset_is_stratified_and_standardised():
-    ds = paysim.dataset(paysim.simulate(50_000, seed=1), "sim", "test", seed=0)
+    ds = paysim.dataset(paysim.simulate(50_000, seed=1), "sim", "test", seed=0, kind="engineered")
     assert ds.x_train.shape[1] == ds.x_test.shape[1] == 13
     assert abs(ds.y_train.mean() - ds.y_test.mean()) < 0.001
     assert np.allclose(ds.x_train.mean(0), 0, atol=1e-3)

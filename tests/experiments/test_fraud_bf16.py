@@ -1,7 +1,9 @@
-"""Seed 000 offline: fp32 vs bf16 on simulated PaySim, the Inferences table from the runs."""
+"""Seed 000 offline: fp32 vs bf16 on simulated PaySim with the seed's recipe (7 columns,
+SMOTE, Conv1D), the Inferences table from the runs and the seed's published one beside it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from mltrack import cli
@@ -16,11 +18,11 @@ def test_simulated_fp32_vs_bf16_with_inferences_table(run_module, client, store,
         "--dataset",
         "simulated",
         "--rows",
-        "200000",
+        "20000",
         "--epochs",
         "2",
         "--batch-size",
-        "1024",
+        "256",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     parent, runs = study_runs(client)
@@ -32,7 +34,18 @@ def test_simulated_fp32_vs_bf16_with_inferences_table(run_module, client, store,
     assert children["fp32"].data.tags["keras.hidden_compute_dtype"] == "float32"
     for run in children.values():
         assert run.info.status == "FINISHED" and run.data.tags["reload_ok"] == "true"
-        assert run.data.params["imbalance"] == "class_weight"
+        params = run.data.params
+        assert params["imbalance"] == "smote" and params["features"] == "seed"
+        assert params["model"] == "conv1d" and "never trained" in params["seed.deviations"]
+        # SMOTE made the training split even: as many synthetic positives as negatives.
+        rows, positives = int(params["train_rows_after_balancing"]), int(params["positives_train"])
+        assert rows == 2 * positives and rows > 0.75 * 20000
+        architecture = json.loads(
+            Path(client.download_artifacts(run.info.run_id, "model/model.json")).read_text()
+        )
+        layers = architecture["config"]["layers"]
+        assert [x["class_name"] for x in layers].count("Conv1D") == 2
+        assert layers[-1]["config"]["activation"] == "relu"  # the seed's output, odd as it is
         for key in ("val_f1", "val_pr_auc", "val_roc_auc", "val_precision", "val_recall"):
             assert len(client.get_metric_history(run.info.run_id, key)) == 2, key
         assert 0.0 <= run.data.metrics["test_pr_auc"] <= 1.0
@@ -67,6 +80,11 @@ def test_simulated_fp32_vs_bf16_with_inferences_table(run_module, client, store,
     assert f"| User CPU time | {seconds(user['fp32'])} | {seconds(user['mixed_bf16'])} |" in out
     for row in table.splitlines()[2:8]:  # the seed's six rows, identical in both
         assert row in out, row
+    # The seed's published Inferences beside the measured ones, CPU-time ratios in both.
+    cpu = {p: r.data.metrics["total_cpu_s"] for p, r in children.items()}
+    line = next(x for x in out.splitlines() if x.startswith("| Model #2 (BF16) | total_cpu_s"))
+    assert f"| {129 / 123:.2f}× | {cpu['mixed_bf16'] / cpu['fp32']:.2f}× |" in line
+    assert "| Model #1 (FP32) | accuracy | 0.9533 |" in out
 
 
 def test_bad_csv_exits_2_before_any_run(run_module, tmp_path):
