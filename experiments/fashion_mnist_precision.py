@@ -4,13 +4,12 @@ The seed trains TensorFlow's tutorial CNN (Adam, 5 epochs, batch 32, sparse cate
 cross-entropy) three times per precision and prints the average training time and the last
 repeat's test accuracy. Each precision × repeat is a child run of one study. Two protocols:
 
-- ``--protocol seed`` (default), what the notebook timed: one untimed warm-up training in fp32
-  and one in the study's first mixed precision before the study; ``fit`` timed with no
-  validation (test metrics after, untimed); the mixed model's softmax in float16 (the policy's);
-  a NaN/Inf loss trains on through every epoch (the seed's fp16 row: 40.6 s, accuracy 0.10)
-  and the run ends ``diverged``, with its time and accuracy in the table.
-- ``--protocol mltrack`` (the default of sweeps): validation each epoch inside the timed fit, a
-  float32 softmax under mixed policies, no warm-up, and training stops at the first NaN.
+- ``--protocol seed`` (default), what the notebook timed: an untimed warm-up training in fp32
+  and in the study's first mixed precision; ``fit`` timed without validation (test after); the
+  mixed softmax in float16 (the policy's); a NaN loss trains on through every epoch (the seed's
+  fp16 row: 40.6 s, accuracy 0.10), the run ends ``diverged`` with its time in the table.
+- ``--protocol mltrack`` (sweeps' default): validation each epoch inside the timed fit, a
+  float32 softmax under mixed policies, no warm-up, training stops at the first NaN.
 
     python -m experiments.fashion_mnist_precision --precisions fp64,fp32,fp16,mixed_fp16 --repeats 3
     python -m experiments.fashion_mnist_precision --dataset digits \
@@ -32,25 +31,19 @@ from mltrack.run import Run
 
 PROBE_SIZE = 32
 PROTOCOLS = ("seed", "mltrack")
+DEVIATIONS = ("repeat r is seeded with --seed + r (the seed set one global seed, 12, once)",)
 
 
 @dataclass
 class Config(ExperimentConfig):
     DATASETS: ClassVar[tuple[str, ...]] = ("fashion_mnist", "digits", "synthetic")
 
-    # A sweep trains with validation and stops at the first NaN, unless --protocol says.
     SWEEP_DEFAULTS: ClassVar[dict[str, Any]] = {"protocol": "mltrack"}
 
     precision: str = "fp64,fp32,fp16,mixed_fp16"  # the seed's four rows
     repeats: int = 3  # the seed's NUM_TRAINING_RUNS
     epochs: int = 5
-    protocol: str = field(
-        default="seed",
-        metadata=help_(
-            "seed: warm-up, timed fit without validation, train on through NaN, the policy's "
-            "softmax; mltrack: validate each epoch, stop at the first NaN, float32 softmax"
-        ),
-    )
+    protocol: str = field(default="seed", metadata=help_("seed or mltrack (see above)"))
 
     def validate(self) -> None:
         super().validate()
@@ -68,27 +61,33 @@ def load_data(cfg: Config) -> ArrayDataset:
     return mnist_like.load_fashion_mnist(cfg.data_dir)
 
 
-def build_model(precision: str, float32_output: bool = True) -> Any:
-    """The seed's CNN; every layer takes the policy's dtype, the softmax too unless
-    ``float32_output`` (under a mixed policy)."""
+def build_model(precision: str, accumulation_steps: int = 1, float32_output: bool = True) -> Any:
+    """The seed's CNN, compiled as it was (Adam, sparse categorical cross-entropy); every layer
+    takes the policy's dtype, the softmax too unless ``float32_output`` (under mixed)."""
     import keras
     from keras import layers
 
-    return keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            layers.Conv2D(32, 3, activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Conv2D(64, 3, activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Conv2D(64, 3, activation="relu"),
-            layers.Flatten(),
-            layers.Dense(64, activation="relu"),
-            layers.Dense(
-                10, activation="softmax", dtype=output_dtype(precision) if float32_output else None
-            ),
-        ]
-    )
+    from mltrack import keras as mk
+
+    out = output_dtype(precision) if float32_output else None
+    with mk.precision_policy(precision):
+        model = keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                layers.Conv2D(32, 3, activation="relu"),
+                layers.MaxPooling2D(),
+                layers.Conv2D(64, 3, activation="relu"),
+                layers.MaxPooling2D(),
+                layers.Conv2D(64, 3, activation="relu"),
+                layers.Flatten(),
+                layers.Dense(64, activation="relu"),
+                layers.Dense(10, activation="softmax", dtype=out),
+            ]
+        )
+        accumulate = accumulation_steps if accumulation_steps > 1 else None
+        optimizer = keras.optimizers.Adam(gradient_accumulation_steps=accumulate)
+        model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
 
 
 def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
@@ -99,8 +98,8 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
 
     keras.utils.set_random_seed(cfg.seed)
     x_train, x_test = data.x_train[..., None] / 255.0, data.x_test[..., None] / 255.0
-    model = compiled(cfg.precision, cfg.accumulation_steps, cfg.protocol == "mltrack")
     seed = cfg.protocol == "seed"
+    model = build_model(cfg.precision, cfg.accumulation_steps, float32_output=not seed)
     summary = mk.fit(
         run,
         model,
@@ -120,34 +119,27 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     return metrics
 
 
-def compiled(precision: str, accumulation_steps: int, float32_output: bool) -> Any:
-    import keras
-
-    from mltrack import keras as mk
-
-    with mk.precision_policy(precision):
-        model = build_model(precision, float32_output)
-        accumulate = accumulation_steps if accumulation_steps > 1 else None
-        optimizer = keras.optimizers.Adam(gradient_accumulation_steps=accumulate)
-        model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
-
-
 def warm_up(cfg: Config, data: ArrayDataset) -> list[str]:
-    """The seed's untimed test run before measuring: one fp32 training and one in the study's
-    first mixed precision, no run, nothing logged. Returns the precisions it trained."""
+    """The seed's untimed test run: an fp32 training and one in the study's first mixed
+    precision, nothing logged. Returns the precisions it trained."""
     if cfg.protocol != "seed":
         return []
     mixed = [p for p in cfg.precision_list() if is_mixed(p)][:1]
     x = data.x_train[..., None] / 255.0
     for precision in ["fp32", *mixed]:
-        model = compiled(precision, cfg.accumulation_steps, float32_output=False)
+        model = build_model(precision, cfg.accumulation_steps, float32_output=False)
         model.fit(x, data.y_train, epochs=cfg.epochs, batch_size=cfg.batch_size, verbose=0)
     return ["fp32", *mixed]
 
 
 EXPERIMENT = Experiment(
-    "fashion_mnist_precision", Config, load_data, train, __doc__ or "", warm_up=warm_up
+    "fashion_mnist_precision",
+    Config,
+    load_data,
+    train,
+    __doc__ or "",
+    warm_up=warm_up,
+    deviations=DEVIATIONS,
 )
 
 

@@ -91,3 +91,16 @@ def test_tuned_is_expanded_once_when_parsed_so_a_sweep_trains_what_optuna_record
     assert trial.accumulation_steps == 1
     explicit = EXPERIMENT.parse(["--tuned", "--accumulation-steps", "2"])
     assert explicit.accumulation_steps == 2  # an explicit flag wins over the convenience
+
+
+def test_a_sweep_takes_the_experiments_sweep_defaults_unless_the_flag_is_given():
+    from experiments.fashion_mnist_precision import EXPERIMENT
+
+    seed = EXPERIMENT.parse([])
+    assert seed.protocol == "seed"  # the experiment's own default: the seed's protocol
+    seed.for_sweep([])
+    assert seed.protocol == "mltrack"  # a sweep stops at the first NaN and validates
+    for argv in (["--protocol", "seed"], ["--protocol=seed"]):
+        cfg = EXPERIMENT.parse(argv)
+        cfg.for_sweep(argv)
+        assert cfg.protocol == "seed", argv
