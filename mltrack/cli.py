@@ -181,6 +181,10 @@ def _sync(args: argparse.Namespace) -> int:
             f"{done.tags} tags, {done.artifacts} artifacts"
             + (f", ended the run {done.ended}" if done.ended else "")
         )
+        if done.torn:
+            print(
+                f"{path.stem}: lines that were not records (a torn tail) set aside in {done.torn}"
+            )
     print(f"{synced} of {len(files)} journal(s) synced from {folder}")
     return 1 if failed else 0
 

@@ -41,12 +41,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from mltrack import limits, warmup
+from mltrack import limits, records, warmup
 from mltrack.environment import software_tags
 from mltrack.errors import Terminated
 from mltrack.process import HEARTBEAT_TAG, process_tags
-from mltrack.sink import Artifact, Inputs, Point, Record, Register, Sink, Values, as_json
-from mltrack.spool import Journal, dataset_inputs, register_model, spool_dir
+from mltrack.records import Artifact, Inputs, Record, Register, Values, encode
+from mltrack.sink import Sink
+from mltrack.spool import Journal, spool_dir
 from mltrack.uris import default_artifact_location, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class Run:
         self.journal = Journal(spool_dir(), run_id, tracking_uri)
         self.sink = Sink(
             self._deliver,
-            journal=lambda records: self.journal.append(as_json(r) for r in records),
+            journal=lambda batch: self.journal.append(encode(r) for r in batch),
             heartbeat=self._heartbeat,
             heartbeat_interval_s=HEARTBEAT_INTERVAL_S,
         )
@@ -246,25 +247,7 @@ class Run:
 
     # -- the writer's side ------------------------------------------------------------------
     def _deliver(self, unit: list[Record]) -> None:
-        from mlflow.entities import Metric, Param, RunTag
-
-        head = unit[0]
-        if isinstance(head, Values):
-            make = Param if head.kind == "params" else RunTag
-            items = [make(k, v) for k, v in head.values]
-            for i in range(0, len(items), limits.MAX_PARAMS_TAGS_PER_BATCH):
-                chunk = items[i : i + limits.MAX_PARAMS_TAGS_PER_BATCH]
-                self._client.log_batch(self.run_id, **{head.kind: chunk}, synchronous=True)
-        elif isinstance(head, Artifact):
-            self._client.log_artifact(self.run_id, head.file, head.artifact_path)
-        elif isinstance(head, Inputs):
-            self._client.log_inputs(self.run_id, datasets=dataset_inputs(as_json(head)))
-        elif isinstance(head, Register):
-            register_model(self._client, self.run_id, head.name, head.artifact_path)
-        else:
-            points = [p for p in unit if isinstance(p, Point)]
-            metrics = [Metric(p.key, p.value, p.timestamp_ms, p.step) for p in points]
-            self._client.log_batch(self.run_id, metrics=metrics, synchronous=True)
+        records.deliver(self._client, self.run_id, unit)
 
     def _heartbeat(self) -> None:
         self._client.set_tag(self.run_id, HEARTBEAT_TAG, str(int(time.time())))

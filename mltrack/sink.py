@@ -26,86 +26,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from mltrack.limits import MAX_METRICS_PER_BATCH, metric_key
+from mltrack.records import Point, Record, next_unit
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Point:
-    key: str
-    value: float
-    step: int
-    timestamp_ms: int
-
-
-@dataclass(frozen=True)
-class Values:
-    """Params or tags, already flattened, redacted and cut (``mltrack.limits``)."""
-
-    kind: str  # "params" | "tags"
-    values: tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True)
-class Artifact:
-    file: str  # a copy the journal owns
-    artifact_path: str | None
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """Datasets the run used: (context, the fields of ``mlflow.data.Dataset.to_dict()``)."""
-
-    datasets: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
-
-
-@dataclass(frozen=True)
-class Register:
-    """A model-registry version of the MLflow model at ``artifact_path`` (delivered after it)."""
-
-    name: str
-    artifact_path: str
-
-
-Record = Point | Values | Artifact | Inputs | Register
-
-
-def as_json(record: Record) -> dict[str, Any]:
-    """A record as the journal writes it (``mltrack.spool`` reads it back)."""
-    if isinstance(record, Point):
-        return {
-            "type": "metric",
-            "key": record.key,
-            "value": record.value,
-            "step": record.step,
-            "timestamp_ms": record.timestamp_ms,
-        }
-    if isinstance(record, Values):
-        return {"type": record.kind, "values": dict(record.values)}
-    if isinstance(record, Inputs):
-        return {
-            "type": "inputs",
-            "datasets": [{"context": c, **dict(f)} for c, f in record.datasets],
-        }
-    if isinstance(record, Register):
-        return {"type": "register", "name": record.name, "artifact_path": record.artifact_path}
-    return {"type": "artifact", "file": record.file, "artifact_path": record.artifact_path}
-
-
-def next_unit(records: list[Record]) -> list[Record]:
-    """What one store call delivers from the head: a run of points (≤ 1000) or one record."""
-    if not records or not isinstance(records[0], Point):
-        return records[:1]
-    unit: list[Record] = []
-    for record in records[:MAX_METRICS_PER_BATCH]:
-        if not isinstance(record, Point):
-            break
-        unit.append(record)
-    return unit
 
 
 class Sink:

@@ -9,10 +9,10 @@ that ended with everything delivered deletes its journal; otherwise it appends a
 record and ``mltrack sync`` delivers the lot later (a process that only wrote to a run others
 end, a sweep's shared parent, appends ``detach``: delivered, but not ended).
 
-Replaying is idempotent: metric points keep their timestamps and MLflow's store drops exact
-duplicates, params and tags are set to the same values again, an artifact overwrites itself,
-and ending an ended run sets the same status. Only a replay that delivered everything deletes
-the journal.
+Replaying delivers each record with the live run's own delivery (``mltrack.records``), so it is
+idempotent as that is, and ending an ended run sets the same status. Only a replay that
+delivered everything deletes the journal; a torn last line (a crash mid-append) is set aside in
+``<journal>.torn`` and never blocks the rest.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mltrack import process, warmup
-from mltrack.limits import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH, redacted_stdout, tags
+from mltrack import process, records, warmup
+from mltrack.limits import redacted_stdout, tags
 
 
 def spool_dir() -> Path:
@@ -76,11 +76,27 @@ class Journal:
         shutil.rmtree(self.files, ignore_errors=True)
 
 
-def read(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not lines or lines[0].get("type") != "run":
+def read(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+    """The journal's header, its lines, and the lines that are not JSON (a crash mid-append
+    leaves its last line torn): those are returned apart, never fatal."""
+    header: dict[str, Any] | None = None
+    lines: list[dict[str, Any]] = []
+    torn: list[str] = []
+    for text in path.read_text(errors="replace").splitlines():
+        if not text.strip():
+            continue
+        try:
+            line = json.loads(text)
+        except ValueError:
+            torn.append(text)
+            continue
+        if header is None:
+            header = line
+        else:
+            lines.append(line)
+    if header is None or header.get("type") != "run":
         raise ValueError(f"{path}: not an mltrack journal (no header)")
-    return lines[0], lines[1:]
+    return header, lines, torn
 
 
 @dataclass
@@ -90,52 +106,47 @@ class Replayed:
     tags: int = 0
     artifacts: int = 0
     ended: str = ""  # the status the run was ended with here, if any
-
-
-def _values(record: Mapping[str, Any]) -> dict[str, str]:
-    # Journals of version 1 named the field "tags" and kept the end's tags in its record.
-    return dict(record.get("values", record.get("tags", {})))
+    torn: str = ""  # where the lines that were not records were set aside
 
 
 def replay(path: Path, client: Any = None) -> Replayed:
     """Deliver a journal to its store, then delete it; raise (keeping it) if the store is away.
 
-    A journal with no ``end`` record whose process is gone belonged to a run that died
-    (SIGKILL, OOM killer): it is ended FAILED with the reason, unless the store already shows
-    it ended (``mltrack doctor`` got there first).
+    Records go through the same ``records.deliver`` as a live run's, in the order journaled.
+    Lines that are not JSON (a torn tail) are written to ``<journal>.torn`` beside it and the
+    rest is delivered. A journal with no ``end`` record whose process is gone belonged to a run
+    that died (SIGKILL, OOM killer): it is ended FAILED with the reason, unless the store
+    already shows it ended (``mltrack doctor`` got there first).
     """
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import RunTag
 
-    header, records = read(path)
+    header, lines, torn = read(path)
     client = client or warmup.shared_client(header["tracking_uri"])
     run_id = header["run_id"]
     done = Replayed()
-    metrics = [
-        Metric(r["key"], r["value"], r["timestamp_ms"], r["step"])
-        for r in records
-        if r["type"] == "metric"
-    ]
-    for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-        client.log_batch(run_id, metrics=metrics[i : i + MAX_METRICS_PER_BATCH])
-    done.metrics = len(metrics)
-    params = {k: v for r in records if r["type"] == "params" for k, v in _values(r).items()}
-    tag_values = {
-        k: v for r in records if r["type"] in ("tags", "end") for k, v in _values(r).items()
-    }
-    for kind, values in (("params", params), ("tags", tag_values)):
-        items = [(Param if kind == "params" else RunTag)(k, v) for k, v in values.items()]
-        for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-            client.log_batch(run_id, **{kind: items[i : i + MAX_PARAMS_TAGS_PER_BATCH]})
-    done.params, done.tags = len(params), len(tag_values)
-    for record in records:
-        if record["type"] == "inputs":
-            client.log_inputs(run_id, datasets=dataset_inputs(record))
-        if record["type"] == "artifact":
-            client.log_artifact(run_id, record["file"], record["artifact_path"])
-            done.artifacts += 1
-        if record["type"] == "register":
-            register_model(client, run_id, record["name"], record["artifact_path"])
-    ends = [r for r in records if r["type"] in ("end", "detach")]
+    queue: list[records.Record] = []
+    for line in lines:
+        if line["type"] not in records.CONTROL:
+            queue.append(records.decode(line))
+        elif line.get("tags"):  # version 1 kept the end's tags in its record
+            queue.append(records.Values("tags", tuple(line["tags"].items())))
+    params: set[str] = set()
+    tag_keys: set[str] = set()
+    while queue:
+        unit = records.next_unit(queue)
+        records.deliver(client, run_id, unit)
+        del queue[: len(unit)]
+        for record in unit:
+            if isinstance(record, records.Point):
+                done.metrics += 1
+            elif isinstance(record, records.Values):
+                (params if record.kind == "params" else tag_keys).update(
+                    k for k, _ in record.values
+                )
+            elif isinstance(record, records.Artifact):
+                done.artifacts += 1
+    done.params, done.tags = len(params), len(tag_keys)
+    ends = [line for line in lines if line["type"] in records.CONTROL]
     if ends:
         done.ended = ends[-1].get("status") or ""
     elif client.get_run(run_id).info.status == "RUNNING":
@@ -151,42 +162,13 @@ def replay(path: Path, client: Any = None) -> Replayed:
     if done.ended:
         with redacted_stdout():
             client.set_terminated(run_id, status=done.ended)
+    if torn:
+        aside = path.with_suffix(".torn")
+        aside.write_text("\n".join(torn) + "\n")
+        done.torn = str(aside)
     path.unlink()
     shutil.rmtree(path.with_suffix(".files"), ignore_errors=True)
     return done
-
-
-def dataset_inputs(record: Mapping[str, Any]) -> list[Any]:
-    """An ``inputs`` record as MLflow ``DatasetInput`` entities."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
-    out = []
-    for fields in record["datasets"]:
-        fields = dict(fields)
-        context = fields.pop("context")
-        tags = [InputTag("mlflow.data.context", context)]
-        out.append(DatasetInput(Dataset(**fields), tags=tags))
-    return out
-
-
-def register_model(client: Any, run_id: str, name: str, artifact_path: str) -> str:
-    """A new version of registered model ``name`` from the run's MLflow model; its number.
-
-    As ``mlflow.register_model("runs:/ID/PATH", name)`` does, on this client's store: the
-    registered model is created on first use, and the version's source is the model's
-    artifact location.
-    """
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.create_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-            raise
-    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
-    with redacted_stdout():
-        version = client.create_model_version(name, source, run_id=run_id)
-    return str(version.version)
 
 
 def pending(folder: Path) -> list[Path]:
@@ -195,8 +177,8 @@ def pending(folder: Path) -> list[Path]:
 
 def ready_to_replay(path: Path) -> bool:
     """Ended journals always; unended ones only once their process is known to be gone."""
-    header, records = read(path)
-    if any(r["type"] in ("end", "detach") for r in records):
+    header, lines, _ = read(path)
+    if any(line["type"] in records.CONTROL for line in lines):
         return True
     return (
         process.is_gone(

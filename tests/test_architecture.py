@@ -14,7 +14,7 @@ WRITES = re.compile(
     r"log_dict|log_inputs|log_input|create_experiment|set_experiment_tag|delete_run|end_run|"
     r"start_run|create_registered_model|create_model_version|register_model)\("
 )
-OWNERS = {"mltrack/run.py", "mltrack/spool.py"}
+OWNERS = {"mltrack/run.py", "mltrack/spool.py", "mltrack/records.py"}
 
 
 def sources(*folders: str) -> list[Path]:

@@ -6,7 +6,8 @@ import threading
 import time
 
 from mltrack.limits import MAX_METRICS_PER_BATCH
-from mltrack.sink import Artifact, Point, Record, Sink, Values
+from mltrack.records import Artifact, Point, Record, Values
+from mltrack.sink import Sink
 
 
 class FakeStore:

@@ -36,7 +36,7 @@ def test_a_run_journals_what_it_logs_and_drops_the_journal_once_delivered(store,
         run.end_epoch(0, {"loss": 1.0})
         run.set_tags({"phase": "a"})
         assert run.flush(10)
-        header, records = spool.read(run.journal.path)
+        header, records, _ = spool.read(run.journal.path)
         assert header["run_id"] == run.run_id and header["pid"] > 0
         assert [r["type"] for r in records] == ["params", "metric", "tags"]
     assert not list(spool_dir.glob("*"))  # everything arrived: nothing left behind
@@ -78,7 +78,7 @@ def test_still_away_at_the_end_leaves_the_run_to_mltrack_sync(
         run.log_artifact(model, "model")
         run.set_tags({"reload_ok": "true"})
     assert client.get_run(run.run_id).info.status == "RUNNING"  # waits for sync
-    _, records = spool.read(run.journal.path)
+    _, records, _ = spool.read(run.journal.path)
     assert records[-1] == {"type": "end", "status": "FINISHED"}
     monkeypatch.undo()
     monkeypatch.setenv("MLTRACK_SPOOL_DIR", str(spool_dir))
@@ -143,3 +143,24 @@ def test_journal_lines_are_plain_json(tmp_path):
     journal.append([{"type": "tags", "values": {"a": "1"}}])
     lines = journal.path.read_text().splitlines()
     assert [json.loads(line)["type"] for line in lines] == ["run", "tags"]
+
+
+def test_a_torn_last_line_is_set_aside_and_the_rest_delivered(store, client, spool_dir, capsys):
+    """A crash while appending leaves the journal's last line cut; v2's sync refused the whole
+    journal on every call ("Unterminated string"), so its valid records never arrived."""
+    with start_run("torn", tracking_uri=store) as run:
+        run.end_epoch(0, {"loss": 1.0})
+        run.end_epoch(1, {"loss": 0.5})
+        assert run.flush(10)
+        journal = run.journal.path
+        kept = journal.with_name("copy.jsonl")
+        kept.write_text(journal.read_text())
+    for cut in ('{"type": "metric", "key": "loss", "val', '{"type": "tags", "values": {"a'):
+        torn = kept.with_name(f"torn-{len(cut)}.jsonl")
+        torn.write_text(kept.read_text() + cut)  # no newline: the append never finished
+        done = spool.replay(torn, client)
+        assert done.metrics == 2 and not torn.exists()
+        assert Path(done.torn).read_text().strip() == cut
+    assert cli.main(["sync", "--spool-dir", str(spool_dir)]) == 0  # nothing blocked
+    [r] = all_runs(client, "torn")
+    assert [m.value for m in client.get_metric_history(r.info.run_id, "loss")] == [1.0, 0.5]
