@@ -6,10 +6,15 @@ What it does that a notebook loop usually gets wrong:
   and inputs; ``mixed_bf16`` runs the forward pass under ``torch.autocast(bfloat16)``;
   ``mixed_fp16`` runs ``torch.autocast(float16)`` with a ``GradScaler`` on the run's device,
   a CPU included (torch 2.15 has both there; slow, but what was asked is what runs and what is
-  labelled).
+  labelled). ``Settings(loss_scaling=False)`` drops the scaler, as the seed-004 ResNet50 did.
 - **Gradient accumulation** that equals the big batch: every micro-batch loss is weighted by
   its share of the samples in its accumulation window, so k micro-batches of b give the same
   update as one batch of k·b, including a short last micro-batch and a last partial window.
+  ``accumulation_loss="divide"`` weighs every micro-batch 1/k instead (seed 004's ``loss /
+  accum_iter``), which differs only in a short last batch or window.
+- **Schedules and clipping** where a recipe puts them: a learning-rate scheduler stepped every
+  micro-batch (seed 004's OneCycleLR), every optimizer step or every epoch; gradients clipped
+  by value before the optimizer step (unscaled first under a ``GradScaler``).
 - **Honest timing**: data-wait (blocked on the loader) apart from compute; on CUDA the clock
   is read after ``torch.cuda.synchronize()``; peak GPU memory per epoch.
 - **Divergence**: a NaN/Inf loss stops training as ``diverged`` with the micro-step, checked
@@ -22,6 +27,7 @@ import contextlib
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -48,18 +54,25 @@ class ImageInput(nn.Module):
     """
 
     def __init__(
-        self, mean: tuple[float, ...], std: tuple[float, ...], input_size: int, model_size: int
+        self,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        input_size: int,
+        model_size: int,
+        mode: str = "bilinear",
     ) -> None:
         super().__init__()
         # Decided here, not from x.shape in forward(), so tracing sees no data-dependent branch.
         self.resize_to = model_size if model_size != input_size else 0
+        self.mode = mode  # torch's interpolate modes: bilinear, bicubic, ...
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x.to(self.mean.dtype) / 255 - self.mean) / self.std
         if self.resize_to:
-            x = functional.interpolate(x, size=(self.resize_to, self.resize_to), mode="bilinear")
+            size = (self.resize_to, self.resize_to)
+            x = functional.interpolate(x, size=size, mode=self.mode, align_corners=False)
         return x
 
 
@@ -83,6 +96,9 @@ class Settings:
     num_workers: int = 0
     channels_last: bool = False
     device: str = "auto"
+    loss_scaling: bool = True  # a GradScaler under mixed_fp16
+    clip_grad_value: float = 0.0  # clip each gradient element to ±value before a step; 0: off
+    accumulation_loss: str = "samples"  # or "divide": each micro-batch loss / k
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -123,7 +139,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _gpu_peak(device: torch.device) -> Callable[[], float | None] | None:
+def gpu_peak(device: torch.device) -> Callable[[], float | None] | None:
     if device.type != "cuda":
         return None
 
@@ -156,6 +172,33 @@ def _to_device(
     return x
 
 
+def classification_scores(labels: Any, logits: Any, batch_size: int) -> dict[str, float]:
+    """Seed 004's metrics from a whole evaluation's logits (N × classes) and labels.
+
+    ``accuracy``; ``precision_macro``, ``recall_macro`` and ``f1_macro`` (the EfficientNet
+    notebooks' ignite Precision/Recall/F1, averaged over classes); ``top5_accuracy`` (theirs
+    too; with more than five classes); and ``f1_micro_batch_mean``, the ResNet50 files' F1:
+    the micro-F1 of each evaluation batch of ``batch_size`` averaged over the batches, which
+    equals their batch-averaged accuracy (a short last batch weighs as much as a full one).
+    """
+    from sklearn import metrics
+
+    y = np.asarray(labels).reshape(-1)
+    scores_ = np.asarray(logits, dtype=np.float32)
+    predicted = scores_.argmax(1)
+    out = multiclass_scores(y, predicted)
+    for name, score in (("precision", metrics.precision_score), ("recall", metrics.recall_score)):
+        out[f"{name}_macro"] = float(score(y, predicted, average="macro", zero_division=0))
+    if scores_.shape[1] > 5:
+        top5 = np.argpartition(-scores_, 5, axis=1)[:, :5]
+        out["top5_accuracy"] = float((top5 == y[:, None]).any(1).mean())
+    hits = predicted == y
+    out["f1_micro_batch_mean"] = float(
+        np.mean([hits[i : i + batch_size].mean() for i in range(0, len(y), batch_size)])
+    )
+    return out
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -166,16 +209,18 @@ def evaluate(
 ) -> dict[str, float]:
     device = settings.resolved_device()
     model.eval()
-    losses, predictions, labels = [], [], []
+    losses, logits, labels = [], [], []
     for x, y in loader:
         x = _to_device(x, device, settings, CAST.get(precision))
         y = y.to(device, non_blocking=settings.non_blocking)
         with _autocast(precision, device):
             out = model(x)
         losses.append(float(loss_fn(out.float(), y)) * len(y))
-        predictions.append(out.argmax(1).cpu().numpy())
+        logits.append(out.float().cpu().numpy())
         labels.append(y.cpu().numpy())
-    scores = multiclass_scores(np.concatenate(labels), np.concatenate(predictions))
+    scores = classification_scores(
+        np.concatenate(labels), np.concatenate(logits), loader.batch_size or len(labels[0])
+    )
     scores["loss"] = sum(losses) / sum(len(batch) for batch in labels)
     return scores
 
@@ -203,6 +248,33 @@ def _progress(loader: Any, description: str) -> Any:
     return tqdm(loader, desc=description, unit="batch", leave=False, dynamic_ncols=True)
 
 
+def schedule(scheduler: Any) -> None:
+    """Step a learning-rate scheduler. A recipe that steps it every micro-batch under gradient
+    accumulation (seed 004's ResNet50) steps it once before the first optimizer step, which
+    torch warns about; that order is the recipe's, so the warning is not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(?s).*lr_scheduler\.step\(\)` before")
+        scheduler.step()
+
+
+def _optimizer_step(
+    optimizer: torch.optim.Optimizer, model: nn.Module, scaler: Any, clip: float
+) -> bool:
+    """One optimizer step, gradients clipped by value first; True if the scaler skipped it."""
+    if scaler is None:
+        if clip:
+            nn.utils.clip_grad_value_(model.parameters(), clip)
+        optimizer.step()
+        return False
+    if clip:  # clip the true gradients, not the scaled ones
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_value_(model.parameters(), clip)
+    scale = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    return bool(scaler.get_scale() < scale)  # a lowered scale: inf gradients, step skipped
+
+
 def fit(
     run: Run,
     model: nn.Module,
@@ -213,15 +285,26 @@ def fit(
     epochs: int,
     settings: Settings,
     loss_fn: Callable[..., torch.Tensor] | None = None,
+    scheduler: Any = None,
+    scheduler_every: str = "epoch",
 ) -> tuple[nn.Module, dict[str, float]]:
-    """Train ``model`` (already ``prepare``-d) and log each epoch; returns it and the summary."""
+    """Train ``model`` (already ``prepare``-d) and log each epoch; returns it and the summary.
+
+    ``scheduler`` steps every ``"micro_batch"``, ``"optimizer_step"`` or ``"epoch"`` (after
+    the epoch's validation); ``learning_rate`` (the first parameter group's) is logged per
+    epoch as it was at the epoch's last step.
+    """
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     device = settings.resolved_device()
     precision = settings.precision
     run.set_tags({"torch.precision_run": precision, "torch.device": str(device)})
-    scaler = torch.amp.GradScaler(device.type) if precision == "mixed_fp16" else None
-    weights = window_weights(loader_batch_sizes(train_loader), settings.accumulation_steps)
-    ledger = Ledger(gpu_peak_mb=_gpu_peak(device))
+    scaled = precision == "mixed_fp16" and settings.loss_scaling
+    scaler = torch.amp.GradScaler(device.type) if scaled else None
+    k = settings.accumulation_steps
+    sizes = loader_batch_sizes(train_loader)
+    divide = settings.accumulation_loss == "divide"
+    weights = [1 / k] * len(sizes) if divide else window_weights(sizes, k)
+    ledger = Ledger(gpu_peak_mb=gpu_peak(device))
     flops = _flops(model, loss_fn, test_loader, settings)  # once per model, not per step
     run.log_params(ledger.measure_efficiency(flops, COMPUTE_DTYPE[precision]))
     ledger.begin()
@@ -246,29 +329,27 @@ def fit(
             window_loss += loss.detach().float() * len(y)
             samples += len(y)
             micro_step += 1
-            window_end = (i + 1) % settings.accumulation_steps == 0 or i + 1 == len(weights)
-            if window_end:
+            if (i + 1) % k == 0 or i + 1 == len(weights):  # the window's end
                 total = float(window_loss)  # one host sync per optimizer step
                 if not math.isfinite(total):
                     run.stop("diverged", epoch=epoch, step=micro_step - 1, loss=total)
                     break
                 loss_sum += total
                 window_loss.zero_()
-                if scaler:
-                    scale = scaler.get_scale()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    skipped += int(scaler.get_scale() < scale)  # a lowered scale: inf grads
-                else:
-                    optimizer.step()
+                skipped += _optimizer_step(optimizer, model, scaler, settings.clip_grad_value)
                 optimizer.zero_grad(set_to_none=True)
                 optimizer_steps += 1
+                if scheduler is not None and scheduler_every == "optimizer_step":
+                    schedule(scheduler)
+            if scheduler is not None and scheduler_every == "micro_batch":
+                schedule(scheduler)
             waited = time.perf_counter()
         _sync(device)
         train_phase = time.perf_counter() - started
         record = {"data_wait_s": data_wait, "compute_s": train_phase - data_wait}
         record["micro_steps"] = float(micro_step)
         record["optimizer_steps"] = float(optimizer_steps)
+        record["learning_rate"] = float(optimizer.param_groups[0]["lr"])
         if scaler:
             record["loss_scale"] = float(scaler.get_scale())
             record["skipped_steps"] = float(skipped)
@@ -286,6 +367,8 @@ def fit(
         run.end_epoch(epoch, record)
         if run.stopping:  # an epoch hook (a sweep's pruner) decided to stop
             break
+        if scheduler is not None and scheduler_every == "epoch":
+            schedule(scheduler)
         print(
             f"epoch {epoch + 1}/{epochs} - {record['epoch_wall_s']:.1f}s "
             f"(data wait {data_wait:.1f}s) - loss {record['loss']:.4f} - val_loss "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -211,3 +212,104 @@ def test_a_terminal_gets_a_progress_bar_over_the_batches(store, monkeypatch, cap
     bar = screen.getvalue()
     assert "epoch 2/2" in bar and "/10 [" in bar and "batch" in bar  # tqdm over the 10 batches
     assert capsys.readouterr().out.count("epoch ") == 2  # and one line per epoch on stdout
+
+
+# -- seed 004's recipe mechanics: schedules, clipping, loss / k, no loss scaling, metrics --------
+@pytest.mark.parametrize(
+    ("every", "steps"), [("micro_batch", 5), ("optimizer_step", 3), ("epoch", 1)]
+)
+def test_a_scheduler_steps_every_micro_batch_optimizer_step_or_epoch(store, every, steps):
+    """10 samples in micro-batches of 2 with k=2: 5 micro-batches, 3 optimizer steps, 1 epoch.
+    The seed's OneCycleLR is stepped per micro-batch under accumulation, before the first
+    optimizer step: torch's warning about that order is not shown."""
+    import warnings
+
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    loader = DataLoader(dataset(10), batch_size=2)
+    with start_run("s", tracking_uri=store) as run, warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        mt.fit(
+            run,
+            model,
+            opt,
+            loader,
+            loader,
+            epochs=1,
+            settings=mt.Settings(accumulation_steps=2),
+            scheduler=scheduler,
+            scheduler_every=every,
+        )
+    assert scheduler.last_epoch == steps
+
+
+def test_gradients_are_clipped_by_value_before_the_step(store):
+    """SGD at lr 1 moves each weight by its gradient: clipped to ±0.01, by at most 0.01."""
+    model = mlp()
+    before = [p.detach().clone() for p in model.parameters()]
+    loader = DataLoader(dataset(8), batch_size=8)
+    with start_run("c", tracking_uri=store) as run:
+        settings = mt.Settings(clip_grad_value=0.01)
+        mt.fit(run, model, torch.optim.SGD(model.parameters(), lr=1.0), loader, loader,
+               epochs=1, settings=settings)  # fmt: skip
+    moved = max(
+        float((p.detach() - b).abs().max()) for p, b in zip(model.parameters(), before, strict=True)
+    )
+    assert 0.0099 < moved <= 0.01 + 1e-7
+
+
+def test_divide_weighs_every_micro_batch_one_kth_as_the_seed(store):
+    """Seed 004's loss / accum_iter: a last window of one micro-batch of 1 sample counts half."""
+    data = dataset(10)
+    accumulated, reference = mlp(), mlp()
+    loader = DataLoader(data, batch_size=3, shuffle=False)  # micro-batches 3, 3, 3, 1
+    with start_run("d", tracking_uri=store) as run:
+        settings = mt.Settings(accumulation_steps=2, accumulation_loss="divide")
+        mt.fit(run, accumulated, torch.optim.SGD(accumulated.parameters(), lr=0.5), loader,
+               loader, epochs=1, settings=settings)  # fmt: skip
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.5)
+    x, y = data.tensors
+    for window in ([(0, 3), (3, 6)], [(6, 9), (9, 10)]):
+        ref_opt.zero_grad()
+        for a, b in window:
+            (nn.functional.cross_entropy(reference(x[a:b]), y[a:b]) / 2).backward()
+        ref_opt.step()
+    for a, b in zip(accumulated.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_mixed_fp16_without_loss_scaling_runs_fp16_autocast_and_no_scaler(store, client):
+    """The seed-004 ResNet50 tuned arm: fp16 autocast, no GradScaler (--no-loss-scaling)."""
+    model = AutocastProbe()
+    loader = DataLoader(dataset(8), batch_size=4)
+    with start_run("n", tracking_uri=store) as run:
+        settings = mt.Settings(precision="mixed_fp16", device="cpu", loss_scaling=False)
+        mt.fit(run, model, torch.optim.Adam(model.parameters()), loader, loader, epochs=1,
+               settings=settings)  # fmt: skip
+    assert (True, torch.float16) in model.seen
+    [r] = all_runs(client, "n")
+    assert r.data.tags["torch.precision_run"] == "mixed_fp16"
+    assert "loss_scale" not in r.data.metrics and "skipped_steps" not in r.data.metrics
+    assert "learning_rate" in r.data.metrics
+
+
+def test_classification_scores_are_the_seeds_metrics():
+    # 5 samples in evaluation batches of 2: hits [1, 1, 0, 1, 0] -> batches 1, 0.5, 0.
+    labels = np.array([0, 1, 2, 0, 1])
+    logits = np.full((5, 7), -1.0, dtype=np.float32)
+    for i, predicted in enumerate([0, 1, 1, 0, 0]):
+        logits[i, predicted] = 1.0
+    logits[4, 1] = 0.5  # second best: a top-5 hit for sample 4
+    scores = mt.classification_scores(labels, logits, batch_size=2)
+    assert scores["accuracy"] == pytest.approx(0.6)
+    assert scores["f1_micro_batch_mean"] == pytest.approx(0.5)  # the ResNet50 files' F1
+    assert scores["precision_macro"] == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
+    assert scores["recall_macro"] == pytest.approx((1 + 1 / 2 + 0) / 3)
+    assert scores["top5_accuracy"] == pytest.approx(1.0)
+
+
+def test_image_input_resizes_bicubic_inside_the_model():
+    layer = mt.ImageInput((0.5,) * 3, (0.25,) * 3, input_size=32, model_size=224, mode="bicubic")
+    out = layer(torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8))
+    assert out.shape == (2, 3, 224, 224) and out.dtype == torch.float32
