@@ -25,9 +25,10 @@ from mltrack.config import ExperimentConfig, parse_config, quiet_frameworks
 from mltrack.environment import detect_hardware, gpu_energy_mj
 from mltrack.errors import Terminated, UsageError
 from mltrack.limits import redact_uri
+from mltrack.outcomes import describe, outcome_of
 from mltrack.precision import Resolved, resolve
 from mltrack.report import Result, results_table
-from mltrack.run import Run, describe, outcome_of, sigterm_as_exception, start_run
+from mltrack.run import Run, sigterm_as_exception, start_run
 from mltrack.uris import resolve_tracking_uri, which_tracking_uri
 
 C = TypeVar("C", bound=ExperimentConfig)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -61,11 +60,10 @@ class MlflowCallback(keras.callbacks.Callback):
         self.run = run
         self.samples_per_epoch = samples_per_epoch
         self.on_divergence = on_divergence
-        self.divergence: dict[str, Any] = {}  # the first non-finite loss: epoch, step, loss
+        self.divergences: list[dict[str, Any]] = []  # non-finite losses seen: epoch, step, loss
         self.ledger = Ledger()
         self.epoch = 0
         self.last_epoch: dict[str, float] = {}
-        self._divergence_lock = threading.Lock()
 
     # Keras only knows the steps per epoch once fit() has started.
     @property
@@ -107,8 +105,9 @@ class MlflowCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         self.ledger.end()
-        if self.divergence:  # trained on through NaN: the run diverged all the same
-            self.run.stop("diverged", **self.divergence, trained_on="true")
+        if self.divergences:  # trained on through NaN: the run diverged all the same
+            first = min(self.divergences, key=lambda d: d["step"])
+            self.run.stop("diverged", **first, trained_on="true")
 
     def _loss_scale(self) -> dict[str, float]:
         optimizer = getattr(self.model, "optimizer", None)
@@ -116,14 +115,12 @@ class MlflowCallback(keras.callbacks.Callback):
         return {"loss_scale": float(scale.numpy())} if scale is not None else {}
 
     def _diverged(self, epoch: int, step: int, loss: float) -> None:
-        with self._divergence_lock:
-            if self.run.stopping or self.divergence:
-                return
-            if self.on_divergence == "continue":  # train every epoch on NaN, as seed 002 did
-                self.divergence = {"epoch": epoch, "step": step, "loss": loss}
-                return
-            self.run.stop("diverged", epoch=epoch, step=step, loss=loss)
-        self.model.stop_training = True
+        if self.on_divergence == "continue":  # train every epoch on NaN, as seed 002 did
+            # Seen by the batch thread and at the epoch's end alike: the earliest step wins.
+            self.divergences.append({"epoch": epoch, "step": step, "loss": loss})
+            return
+        if self.run.stop("diverged", epoch=epoch, step=step, loss=loss):
+            self.model.stop_training = True
 
 
 class StepCallback(MlflowCallback):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mltrack.run import averaged
+from mltrack.outcomes import averaged
 
 
 @dataclass

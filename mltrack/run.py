@@ -1,8 +1,8 @@
 """The MLflow run lifecycle, and the only code that writes to the tracking store.
 
 ``start_run`` opens a run; whatever happens inside the ``with`` block, the run leaves RUNNING
-with the status its outcome maps to in ``STATUS``, the one table every path uses (a plain run,
-a study's children and parent, a sweep's trials, compare's report run):
+with the status its outcome maps to in ``STATUS`` (``mltrack.outcomes``), the one table every
+path uses (a plain run, a study's children and parent, a sweep's trials, compare's report run):
 
 =================================================  ==========  ===========
 what happened                                      ``outcome``  status
@@ -35,6 +35,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -44,6 +45,7 @@ from typing import Any
 from mltrack import limits, records, warmup
 from mltrack.environment import software_tags
 from mltrack.errors import Terminated
+from mltrack.outcomes import STATUS, describe, outcome_of
 from mltrack.process import HEARTBEAT_TAG, process_tags
 from mltrack.records import Artifact, Inputs, Record, Register, Values, encode
 from mltrack.sink import Sink
@@ -54,38 +56,9 @@ log = logging.getLogger(__name__)
 
 # How long a run's end waits for the store to take what is still queued (then: the journal).
 END_TIMEOUT_S = float(os.environ.get("MLTRACK_END_TIMEOUT_S", "60"))
-STATUS = {
-    "completed": "FINISHED",
-    "diverged": "FAILED",
-    "pruned": "KILLED",
-    "infeasible": "FAILED",
-    "failed": "FAILED",
-    "killed": "KILLED",
-}
-OOM_ERRORS = ("OutOfMemoryError", "ResourceExhaustedError", "MemoryError")
 HEARTBEAT_INTERVAL_S = 30.0
-# A diverged run that trained all its epochs on NaN (``--protocol seed``: the seed-002 fp16 row)
-# carries this tag; its time and accuracy are measured figures like a completed run's.
-TRAINED_ON_TAG = "diverged_trained_on"
-
-
-def averaged(outcome: str, tags: Mapping[str, str]) -> bool:
-    """Whether a run's figures count in a comparison's means: it completed, or it diverged and
-    trained on through every epoch, as the seed-002 notebook's fp16 runs did."""
-    return outcome == "completed" or (outcome == "diverged" and tags.get(TRAINED_ON_TAG) == "true")
-
 
 EpochHook = Callable[[int, Mapping[str, float]], None]
-
-
-def outcome_of(exc: BaseException) -> str:
-    if isinstance(exc, KeyboardInterrupt | Terminated):
-        return "killed"
-    return "infeasible" if type(exc).__name__ in OOM_ERRORS else "failed"
-
-
-def describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _client(tracking_uri: str) -> Any:
@@ -106,9 +79,12 @@ class Run:
         self.run_id = run_id
         self.experiment_id = experiment_id
         self.tracking_uri = tracking_uri
-        self.outcome = "completed"
-        self.error = ""
-        self.stop_details: dict[str, str] = {}  # the tags the stop decision set
+        # How the run ends: decided once, by ``stop`` or by the exception that ended the block;
+        # read by the training thread, Keras' batch thread and a sweep's pruner alike.
+        self._lock = threading.Lock()
+        self._outcome = "completed"
+        self._error = ""
+        self._details: dict[str, str] = {}
         self.epoch_hooks: list[EpochHook] = []
         self.monitor: Any = None  # MLflow's SystemMetricsMonitor, when asked for
         self.journal = Journal(spool_dir(), run_id, tracking_uri)
@@ -186,22 +162,48 @@ class Run:
             figure.savefig(target, dpi=100)
             self.log_artifact(target, _folder(artifact_file))
 
-    def stop(self, outcome: str, error: str = "", **details: Any) -> None:
+    def stop(self, outcome: str, error: str = "", **details: Any) -> bool:
         """A stop decision: training ends after this step or epoch; the first decision stands.
 
-        ``details`` become tags ``<outcome>_<name>`` (``diverged_step``, ...).
+        Safe from any thread. ``details`` become tags ``<outcome>_<name>`` (``diverged_step``,
+        ...). Returns whether this call decided (False: an earlier decision stands).
+        ``ValueError`` for an outcome that is not a stop (``completed``, or not in ``STATUS``).
         """
         if outcome not in STATUS or outcome == "completed":
             raise ValueError(f"outcome: got {outcome!r}, expected one of {', '.join(STATUS)}")
-        if self.stopping:
-            return
-        self.outcome, self.error = outcome, error
-        self.stop_details = {f"{outcome}_{k}": str(v) for k, v in details.items()}
-        self.set_tags(self.stop_details)
+        with self._lock:
+            if self._outcome != "completed":
+                return False
+            self._outcome, self._error = outcome, error
+            self._details = {f"{outcome}_{k}": str(v) for k, v in details.items()}
+        self.set_tags(self._details)
+        return True
+
+    def _ended_by(self, exc: BaseException) -> None:
+        """An exception overrides an earlier stop decision: it is what ended the run."""
+        with self._lock:
+            self._outcome = outcome_of(exc)
+            killed = self._outcome == "killed"
+            self._error = type(exc).__name__ if killed else describe(exc)
+
+    @property
+    def outcome(self) -> str:
+        """``completed`` until a stop decision or an exception; then that outcome."""
+        return self._outcome
+
+    @property
+    def error(self) -> str:
+        """Why the run failed or was stopped, if it was ("" otherwise)."""
+        return self._error
+
+    @property
+    def stop_details(self) -> dict[str, str]:
+        """The tags the stop decision set (``diverged_epoch``, ...)."""
+        return dict(self._details)
 
     @property
     def stopping(self) -> bool:
-        return self.outcome != "completed"
+        return self._outcome != "completed"
 
     def flush(self, timeout_s: float | None = END_TIMEOUT_S) -> bool:
         return self.sink.flush(timeout_s)
@@ -353,9 +355,7 @@ def start_run(
         run.log_params(params or {})
         yield run
     except BaseException as exc:
-        # An exception overrides an earlier stop decision: it is what ended the run.
-        run.outcome = outcome_of(exc)
-        run.error = type(exc).__name__ if run.outcome == "killed" else describe(exc)
+        run._ended_by(exc)
         raise
     finally:
         run.finish()

@@ -247,3 +247,28 @@ def test_system_metrics_come_from_mlflows_own_monitor_while_the_run_lasts(store,
     assert "system/cpu_utilization_percentage" in metrics, sorted(metrics)
     samples = client.get_metric_history(run.run_id, "system/system_memory_usage_megabytes")
     assert len(samples) >= 2
+
+
+def test_the_first_stop_decision_stands_whichever_thread_makes_it(store, client):
+    import threading
+
+    with start_run("stops", tracking_uri=store) as run:
+        barrier = threading.Barrier(8)
+        decided: list[bool] = []
+
+        def stop(i: int) -> None:
+            barrier.wait()
+            decided.append(run.stop("diverged" if i % 2 else "pruned", step=i))
+
+        threads = [threading.Thread(target=stop, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(decided) == [False] * 7 + [True]
+        with pytest.raises(AttributeError):
+            run.outcome = "completed"  # type: ignore[misc]  # read-only: stop() decides
+        outcome, details = run.outcome, run.stop_details
+    [r] = all_runs(client, "stops")
+    assert r.data.tags["outcome"] == outcome
+    assert r.data.tags[f"{outcome}_step"] == details[f"{outcome}_step"]

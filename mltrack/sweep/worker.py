@@ -17,8 +17,9 @@ from mltrack.environment import detect_hardware
 from mltrack.errors import UsageError, bad_value
 from mltrack.experiment import mltrack_command
 from mltrack.limits import redact_uri
+from mltrack.outcomes import describe, outcome_of
 from mltrack.precision import resolve
-from mltrack.run import Run, describe, end_orphan, outcome_of
+from mltrack.run import Run, end_orphan
 from mltrack.sweep.args import SweepArgs, load_experiment
 from mltrack.sweep.parent import log_importances, log_plots, mark_best, shared_parent
 from mltrack.sweep.space import SearchSpace, read_space_file
