@@ -1,0 +1,177 @@
+"""mltrack for Hugging Face's ``transformers.Trainer``: a ``TrainerCallback`` feeding the ledger.
+
+Like transformers' own ``MLflowCallback`` (``integrations/integration_utils.py``) it only
+translates Trainer events into calls on ``mltrack.run.Run`` and ``mltrack.ledger.Ledger``, so
+a Trainer run gets the per-epoch metrics of ``mltrack.torch.fit`` under the same definitions
+(``mltrack/ledger.py``): ``train_wall_s``, ``val_wall_s``, ``epoch_wall_s``, ``samples_per_s``,
+epoch user/system CPU, ``peak_rss_mb``, ``achieved_tflops``/``mfu`` when the FLOPs per sample
+are given, ``loss`` and the evaluation's ``val_*``, then the summary at step 0.
+
+Events and what they mean here (transformers 5.x, ``Trainer._run_epoch``; both strategies
+``"epoch"``, which ``on_train_begin`` checks and warns about otherwise):
+
+- ``on_epoch_begin``: the epoch's clock starts;
+- ``on_epoch_end``: the training steps are over (``train_wall_s`` ends; the clock is read after
+  ``torch.cuda.synchronize()`` on a GPU) and the evaluation begins;
+- ``on_log``: the epoch's training ``loss`` (a NaN/Inf loss or gradient norm ends the run as
+  ``diverged``: the Trainer leaves non-finite step losses out of its logged mean by default);
+- ``on_evaluate``: the evaluation is over: the epoch's record goes to the run. An evaluation
+  outside an epoch (``trainer.evaluate(...)`` after training) is left to the caller;
+- ``on_train_end``: the summary.
+
+What ran, not what was asked: ``TrainingArguments(fp16=True)`` on a CPU trains in fp32
+(accelerate enables fp16 autocast only on accelerators), so the callback reads the autocast
+state inside the first training forward pass (a forward pre-hook, removed after it fired) and
+tags that as ``torch.precision_run``, beside ``torch.device``. The ``TrainingArguments`` are
+logged as ``hf.*`` params (not the temporary folders). A logging failure is MLflow's to
+journal (``mltrack.sink``); nothing here stops training but a NaN loss or a sweep's pruner.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from mltrack.ledger import Ledger
+from mltrack.run import Run
+from mltrack.torch import gpu_peak
+
+# What autocast ran, as mltrack's precision vocabulary names it.
+AUTOCAST_PRECISION = {torch.float16: "mixed_fp16", torch.bfloat16: "mixed_bf16"}
+PRECISION_DTYPE = {"fp32": "float32", "mixed_fp16": "float16", "mixed_bf16": "bfloat16"}
+SKIPPED_EVAL_KEYS = ("runtime", "samples_per_second", "steps_per_second", "epoch")
+
+
+def observed_precision(device: torch.device, parameter_dtype: torch.dtype) -> str:
+    """The precision a forward pass runs in, read inside it."""
+    if torch.is_autocast_enabled(device.type):
+        return AUTOCAST_PRECISION.get(torch.get_autocast_dtype(device.type), "fp32")
+    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(parameter_dtype, "fp32")
+
+
+def _has_weights(module: Any) -> bool:
+    return not any(True for _ in module.children()) and any(
+        True for _ in module.parameters(recurse=False)
+    )
+
+
+class MltrackCallback(TrainerCallback):
+    """Per-epoch ledger and run metrics for a ``transformers.Trainer`` (see the module doc)."""
+
+    def __init__(self, run: Run, flops_per_sample: float | None = None) -> None:
+        self.run = run
+        self.flops_per_sample = flops_per_sample
+        self.ledger = Ledger()
+        self.device = torch.device("cpu")
+        self.precision_run = ""
+        self.epoch = -1  # the open epoch's index; -1 between epochs
+        self.epochs_done = 0
+        self.samples = 0
+        self.loss = float("nan")
+        self.record: dict[str, float] = {}  # the last epoch's, as logged
+        self.summary: dict[str, float] = {}
+        self._hook: Any = None
+
+    # -- training --------------------------------------------------------------------------
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if args.eval_strategy != "epoch" or args.logging_strategy != "epoch":
+            warnings.warn(
+                "MltrackCallback expects eval_strategy='epoch' and logging_strategy='epoch'; "
+                "per-epoch validation timing and loss may be missing",
+                stacklevel=2,
+            )
+        self.device = torch.device(args.device)
+        self.ledger.gpu_peak_mb = gpu_peak(self.device)
+        hidden = ("output_dir", "logging_dir")  # temporary folders, different every run
+        params = {k: v for k, v in args.to_sanitized_dict().items() if k not in hidden}
+        self.run.log_params({f"hf.{k}": v for k, v in params.items()})
+        self.run.set_tags({"torch.device": str(self.device), "mltrack.trainer": "transformers"})
+        # A leaf with weights: accelerate enters autocast inside the model's own forward,
+        # after the model's pre-hooks have run.
+        model = kwargs.get("model")
+        leaves = [] if model is None else [m for m in model.modules() if _has_weights(m)]
+        if leaves:
+            self._hook = leaves[0].register_forward_pre_hook(self._read_precision)
+        self.ledger.begin()
+
+    def _read_precision(self, module: Any, inputs: Any) -> None:
+        if module.training and not self.precision_run:
+            dtype = next(module.parameters()).dtype
+            self.precision_run = observed_precision(self.device, dtype)
+            self._hook.remove()
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        loader = kwargs.get("train_dataloader")
+        self.samples = len(loader.dataset) if loader is not None else 0
+        self.epoch = self.epochs_done
+        self.loss = float("nan")
+        self.ledger.start_epoch()
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.ledger.start_validation()
+        if self.epochs_done == 0:  # the first forward pass has shown what ran
+            precision = self.precision_run or "fp32"
+            self.run.set_tags({"torch.precision_run": precision})
+            if self.flops_per_sample:
+                dtype = PRECISION_DTYPE.get(precision, "float32")
+                self.run.log_params(self.ledger.measure_efficiency(self.flops_per_sample, dtype))
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any
+    ) -> None:
+        if self.epoch < 0 or not logs or "loss" not in logs:
+            return
+        self.loss = float(logs["loss"])
+        # The Trainer leaves NaN/Inf step losses out of its logged mean by default
+        # (logging_nan_inf_filter): a NaN gradient norm then tells that the weights broke.
+        broken = [k for k in ("loss", "grad_norm") if not math.isfinite(float(logs.get(k, 0.0)))]
+        if broken:
+            details = {"epoch": self.epoch, "step": state.global_step, broken[0]: logs[broken[0]]}
+            self.run.stop("diverged", **details)
+            control.should_training_stop = True
+
+    def on_evaluate(
+        self,
+        args: Any,
+        state: Any,
+        control: Any,
+        metrics: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if self.epoch < 0:  # an evaluation after training: the caller's
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.ledger.end_validation()
+        record = self.ledger.end_epoch(self.samples)
+        record["loss"] = self.loss
+        for key, value in (metrics or {}).items():
+            name = key.removeprefix("eval_")
+            if name not in SKIPPED_EVAL_KEYS and isinstance(value, int | float):
+                record[f"val_{name}"] = float(value)
+        self.run.end_epoch(self.epoch, record)
+        self.record = record
+        print(
+            f"epoch {self.epoch + 1}/{math.ceil(args.num_train_epochs)} - "
+            f"{record['epoch_wall_s']:.1f}s - loss {self.loss:.4f} - val_loss "
+            f"{record.get('val_loss', float('nan')):.4f} - val_accuracy "
+            f"{record.get('val_accuracy', float('nan')):.4f}",
+            flush=True,
+        )
+        self.epoch = -1
+        self.epochs_done += 1
+        if self.run.stopping:  # diverged, or an epoch hook (a sweep's pruner) decided to stop
+            control.should_training_stop = True
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+        self.ledger.end()
+        self.summary = self.ledger.summary()
+        self.run.log_metrics(self.summary, step=0)

@@ -1,0 +1,113 @@
+"""The TrainerCallback: a transformers.Trainer run gets the ledger's per-epoch metrics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mltrack.huggingface import MltrackCallback
+from mltrack.run import start_run
+from tests.conftest import all_runs
+
+pytestmark = pytest.mark.torch
+
+TIMING = ("train_wall_s", "val_wall_s", "epoch_wall_s", "samples_per_s", "epoch_user_cpu_s")
+
+
+class Pairs(torch.utils.data.Dataset):
+    def __init__(self, n: int, poison: bool = False) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 6, generator=g)
+        if poison:
+            self.x[3] = float("nan")
+        self.y = torch.randint(0, 3, (n,), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[i], "labels": self.y[i]}
+
+
+class Classifier(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+        logits = self.net(x)
+        loss = None if labels is None else nn.functional.cross_entropy(logits.float(), labels)
+        return {"loss": loss, "logits": logits}
+
+
+def train(store: str, tmp_path, epochs: int = 2, poison: bool = False, **kwargs) -> None:
+    from transformers import Trainer, TrainingArguments
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "trainer"),
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="epoch",
+        logging_strategy="epoch",
+        num_train_epochs=epochs,
+        per_device_train_batch_size=8,
+        use_cpu=True,
+        disable_tqdm=True,
+        **kwargs,
+    )
+    with start_run("hf", tracking_uri=store) as run:
+        callback = MltrackCallback(run, flops_per_sample=1e6)
+        trainer = Trainer(
+            model=Classifier(),
+            args=args,
+            train_dataset=Pairs(64, poison),
+            eval_dataset=Pairs(16),
+            callbacks=[callback],
+        )
+        trainer.train()
+
+
+def test_each_epoch_has_the_ledgers_metrics_and_the_run_the_summary(store, client, tmp_path):
+    train(store, tmp_path)
+    [run] = all_runs(client, "hf")
+    history = {
+        key: [
+            m.value
+            for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+        ]
+        for key in (*TIMING, "loss", "val_loss", "peak_rss_mb", "achieved_tflops")
+    }
+    assert all(len(values) == 2 for values in history.values()), history
+    for train_s, val_s, epoch_s, rate in zip(*(history[k] for k in TIMING[:4]), strict=True):
+        assert train_s > 0 and val_s > 0 and train_s + val_s <= epoch_s * (1 + 1e-9)
+        assert rate == pytest.approx(64 / train_s, rel=1e-6)
+    assert all(math.isfinite(v) for v in history["loss"])
+    metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
+    assert metrics["epochs_completed"] == 2 and metrics["total_wall_s"] > 0
+    assert tags["torch.precision_run"] == "fp32" and tags["torch.device"] == "cpu"
+    assert params["hf.save_strategy"] == "no" and params["hf.per_device_train_batch_size"] == "8"
+    assert "hf.output_dir" not in params and params["model.train_flops_per_sample"] == "1e+06"
+    assert not (tmp_path / "trainer").exists() or not list((tmp_path / "trainer").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("asked", "ran"), [({"fp16": True}, "fp32"), ({"bf16": True}, "mixed_bf16")]
+)
+def test_the_precision_tagged_is_what_ran_not_what_was_asked(store, client, tmp_path, asked, ran):
+    """accelerate runs no fp16 autocast on a CPU: fp16=True trains in fp32 there."""
+    train(store, tmp_path, epochs=1, **asked)
+    [run] = all_runs(client, "hf")
+    assert run.data.tags["torch.precision_run"] == ran
+    assert run.data.params[f"hf.{next(iter(asked))}"] == "True"
+
+
+def test_a_nan_loss_ends_the_training_as_diverged(store, client, tmp_path):
+    train(store, tmp_path, epochs=3, poison=True)
+    [run] = all_runs(client, "hf")
+    assert (run.info.status, run.data.tags["outcome"]) == ("FAILED", "diverged")
+    assert run.data.tags["diverged_epoch"] == "0"
+    assert len(client.get_metric_history(run.info.run_id, "epoch_wall_s")) == 1  # stopped
