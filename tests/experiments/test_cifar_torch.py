@@ -1,82 +1,242 @@
-"""Seed 004 offline: tuned and untuned ResNet50, ViT from a config and from save_pretrained."""
+"""Seed 004 offline: the seed's recipes per model and arm, the CIFAR ResNet50 it defines,
+EfficientNet-B0 on (local) ImageNet weights, and the ViT through transformers.Trainer."""
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
+import sys
+
 import pytest
 
+from mltrack import recipes
 from mltrack.environment import detect_hardware
-from mltrack.precision import resolve
 from tests.conftest import (
     all_runs,
     check_efficiency,
+    env_for,
     reload_without_mltrack,
     verified_children,
 )
 
 pytestmark = pytest.mark.torch
 
-SMALL = ["--dataset", "synthetic", "--synthetic-size", "64", "--batch-size", "16", "--epochs", "1"]
+MODULE = "experiments.cifar_torch"
+TINY = ["--dataset", "synthetic", "--synthetic-size", "16", "--batch-size", "8", "--epochs", "1"]
+TINY_VIT = [
+    "--model",
+    "vit",
+    "--pretrained",
+    "none",
+    "--vit-size",
+    "tiny",
+    "--dataset",
+    "synthetic",
+]
+TIMING = ("train_wall_s", "val_wall_s", "epoch_wall_s", "samples_per_s", "epoch_user_cpu_s")
+GPU = bool(detect_hardware().gpus)
 
 
-@pytest.mark.parametrize("tuned", [False, True])
-def test_resnet50_tuned_and_untuned(run_module, client, tuned, tmp_path):
-    args = [*SMALL, "--model", "resnet50"] + (["--tuned"] if tuned else ["--precision", "fp32"])
-    result = run_module("experiments.cifar_torch", *args)
+def history(client, run, key: str) -> list[float]:
+    points = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+    return [m.value for m in points]
+
+
+def test_defaults_are_the_seeds_code_per_model_and_arm():
+    from experiments.cifar_torch import EXPERIMENT
+
+    def parsed(*argv: str) -> dict:
+        return dataclasses.asdict(EXPERIMENT.parse(["--dataset", "cifar10", *argv]))
+
+    resnet = parsed()
+    assert {k: resnet[k] for k in ("model", "precision", "batch_size", "test_batch_size")} == {
+        "model": "resnet50", "precision": "fp32", "batch_size": 128, "test_batch_size": 256,
+    }  # fmt: skip
+    assert (resnet["epochs"], resnet["learning_rate"], resnet["weight_decay"]) == (30, 1e-3, 1e-3)
+    assert (resnet["clip_grad_value"], resnet["augment"], resnet["num_workers"]) == (0.01, True, 2)
+    assert (resnet["pretrained"], resnet["pin_memory"], resnet["schedule"]) == (
+        "none",
+        True,
+        "seed",
+    )
+    assert resnet["pin_memory_in_effect"] == GPU  # nothing to pin memory for without a GPU
+    tuned = parsed("--tuned")  # the perf files: fp16 autocast, no scaler, 2 steps of loss / 2
+    assert (tuned["precision"], tuned["accumulation_steps"], tuned["loss_scaling"]) == (
+        "mixed_fp16", 2, False,
+    )  # fmt: skip
+    assert (tuned["accumulation_loss"], tuned["clip_grad_value"]) == ("divide", 0.0)
+    b0, b0_tuned = (
+        parsed("--model", "efficientnet_b0"),
+        parsed("--model", "efficientnet_b0", "--tuned"),
+    )
+    assert (b0["batch_size"], b0["epochs"], b0["learning_rate"], b0["pretrained"]) == (
+        96, 20, 1e-2, "imagenet",
+    )  # fmt: skip
+    assert (b0_tuned["batch_size"], b0_tuned["precision"], b0_tuned["loss_scaling"]) == (
+        200, "mixed_fp16", True,
+    )  # fmt: skip
+    vit = parsed("--model", "vit", "--no-augment")
+    assert (vit["batch_size"], vit["test_batch_size"], vit["epochs"]) == (70, 30, 10)
+    assert vit["pretrained"] == "google/vit-base-patch16-224-in21k"
+    assert parsed("--model", "vit", "--dataset", "cifar100")["epochs"] == 15
+    vit_tuned = parsed("--model", "vit", "--tuned", "--precision", "mixed_bf16")
+    assert vit_tuned["accumulation_steps"] == 16
+    # Explicit flags win; a sweep's per-trial replace keeps what was resolved once.
+    assert parsed("--tuned", "--accumulation-steps", "4", "--batch-size", "64")["batch_size"] == 64
+    cfg = EXPERIMENT.parse(["--tuned"])
+    assert dataclasses.replace(cfg, accumulation_steps=1).precision == "mixed_fp16"
+
+
+def test_resnet50_is_the_seeds_cifar_network_and_exports_it(run_module, client, tmp_path):
+    """Must show: the exported network's first convolution is 3×3, stride 1, on 3 channels."""
+    result = run_module(MODULE, *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "epoch 1/1" in result.stdout and "pin_memory" not in result.stderr
+    [run] = all_runs(client)
+    params, tags = run.data.params, run.data.tags
+    assert run.info.status == "FINISHED" and tags["reload_ok"] == "true"
+    assert (params["model"], params["precision"], params["clip_grad_value"]) == (
+        "resnet50", "fp32", "0.01",
+    )  # fmt: skip
+    assert params["pin_memory"] == "True" and params["pin_memory_in_effect"] == str(GPU)
+    assert params["seed.deviations"].startswith("all models: images stay uint8")
+    for key in (*TIMING, "learning_rate", "val_f1_micro_batch_mean", "val_top5_accuracy"):
+        assert len(history(client, run, key)) == 1, key
+    assert run.data.metrics["test_accuracy"] == run.data.metrics["val_accuracy"]
+    check_efficiency(client, run)
+    reload_without_mltrack(client, run.info.run_id, "torch", tmp_path)  # batches of 3 and 5
+    folder = tmp_path / "exported" / "model"  # downloaded by reload_without_mltrack
+    script = (
+        "import sys, torch\n"
+        "program = torch.export.load(sys.argv[1] + '/model.pt2')\n"
+        "conv = next(n for n in program.graph.nodes if 'conv' in str(n.target))\n"
+        "print(tuple(conv.args[1].meta['val'].shape[1:]), list(conv.args[3]))\n"
+    )
+    first = subprocess.run([sys.executable, "-c", script, folder], capture_output=True, text=True)
+    assert first.stdout.strip() == "(3, 3, 3) [1, 1]", first.stderr[-2000:]
+
+
+def test_resnet50_tuned_runs_fp16_autocast_without_a_scaler(run_module, client):
+    args = ["--dataset", "synthetic", "--synthetic-size", "8", "--batch-size", "4", "--epochs", "1"]
+    result = run_module(MODULE, *args, "--tuned", "--no-export")
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = all_runs(client)
-    assert run.info.status == "FINISHED"
-    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
-    if tuned:  # AMP = what --precision auto resolves to here, labelled as what ran
-        fast = resolve("auto", detect_hardware())
-        assert params["precision_requested"] == "auto"
-        assert params["precision"] == fast.resolved == tags["torch.precision_run"]
-        assert params["precision_reason"] == fast.reason
-        assert params["accumulation_steps"] == "4"
-        assert params["pin_memory"] == "True" and params["effective_batch_size"] == "64"
-    else:
-        assert params["precision"] == "fp32" and params["effective_batch_size"] == "16"
-    for key in ("test_f1_macro", "test_accuracy", "total_wall_s", "total_cpu_s"):
-        assert key in metrics, key
-    for key in ("val_f1_macro", "data_wait_s", "compute_s", "optimizer_steps", "epoch_wall_s"):
-        assert len(client.get_metric_history(run.info.run_id, key)) == 1, key
-    assert tags["reload_ok"] == "true" and tags["reload_formats"] == "export,pyfunc,torchscript"
-    check_efficiency(client, run)
-    if not tuned:  # the exported programs take any batch size, loaded by torch alone
-        reload_without_mltrack(client, run.info.run_id, "torch", tmp_path)
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    assert {"model/model.torchscript.pt", "model/model.pt2"} <= artifacts
-    assert "epoch 1/1" in result.stdout  # progress is visible
+    params, metrics = run.data.params, run.data.metrics
+    assert run.data.tags["torch.precision_run"] == "mixed_fp16" == params["precision"]
+    assert (params["accumulation_steps"], params["effective_batch_size"]) == ("2", "8")
+    assert (params["loss_scaling"], params["clip_grad_value"]) == ("False", "0.0")
+    assert "loss_scale" not in metrics  # the seed's perf files have no GradScaler
+    assert (metrics["micro_steps"], metrics["optimizer_steps"]) == (2, 1)
 
 
-def test_vit_from_a_small_config_trains_and_exports_offline(run_module, client):
-    result = run_module("experiments.cifar_torch", *SMALL, "--model", "vit")
+def save_random_b0(path) -> None:
+    import torch
+    import torchvision
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(torchvision.models.efficientnet_b0().state_dict(), path)
+
+
+def test_efficientnet_b0_on_imagenet_weights_from_the_hub_cache(run_module, client, tmp_path):
+    """torchvision's ImageNet loading code on a local file: the hub cache of HOME=tmp_path."""
+    import torchvision
+
+    url = torchvision.models.EfficientNet_B0_Weights.DEFAULT.url
+    save_random_b0(tmp_path / ".cache" / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[-1])
+    result = run_module(MODULE, "--model", "efficientnet_b0", *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = all_runs(client)
     assert run.info.status == "FINISHED" and run.data.tags["reload_ok"] == "true"
+    params = run.data.params
+    assert (params["pretrained"], params["test_batch_size"], params["learning_rate"]) == (
+        "imagenet", "8", "0.01",
+    )  # fmt: skip
+    assert history(client, run, "learning_rate") == [pytest.approx(1e-3)]  # stem+blocks group
+    for key in ("val_precision_macro", "val_recall_macro", "val_f1_macro", "val_top5_accuracy"):
+        assert key in run.data.metrics, key
 
 
-def test_vit_pretrained_from_a_local_save_pretrained_dir(run_module, client, tmp_path):
+def test_efficientnet_b0_tuned_scales_the_loss_on_a_state_dict_file(run_module, client, tmp_path):
+    save_random_b0(tmp_path / "b0.pt")
+    args = ["--dataset", "synthetic", "--synthetic-size", "8", "--batch-size", "4", "--epochs", "1"]
+    result = run_module(
+        MODULE, "--model", "efficientnet_b0", "--pretrained", str(tmp_path / "b0.pt"), *args,
+        "--tuned", "--no-export",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = all_runs(client)
+    assert run.data.tags["torch.precision_run"] == "mixed_fp16"
+    assert len(history(client, run, "loss_scale")) == 1  # apex O2's dynamic scaling, as torch.amp
+
+
+@pytest.mark.parametrize(
+    ("model", "env", "message"),
+    [
+        (
+            "efficientnet_b0",
+            {"https_proxy": "http://127.0.0.1:9"},
+            "ImageNet weights for efficientnet_b0",
+        ),
+        (
+            "vit",
+            {"HF_HUB_OFFLINE": "1"},
+            "google/vit-base-patch16-224-in21k from the Hugging Face hub",
+        ),
+    ],
+)
+def test_unreachable_weights_fail_before_any_run_naming_the_flag(tmp_path, model, env, message):
+    result = subprocess.run(
+        [sys.executable, "-m", MODULE, "--model", model, "--dataset", "synthetic"],
+        cwd=tmp_path, env={**env_for(tmp_path), **env}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert message in lines[0] and "pass --pretrained none" in lines[0]
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
+def test_vit_runs_through_transformers_trainer_with_the_callback(run_module, client, tmp_path):
+    """Must show: the ViT's run has the per-epoch timing metrics of the other PyTorch runs."""
+    result = run_module(
+        MODULE, *TINY_VIT, "--synthetic-size", "40", "--batch-size", "8", "--epochs", "2"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = all_runs(client)
+    params, tags = run.data.params, run.data.tags
+    assert run.info.status == "FINISHED" and tags["reload_ok"] == "true"
+    assert tags["mltrack.trainer"] == "transformers" and tags["torch.precision_run"] == "fp32"
+    assert (params["hf.save_strategy"], params["hf.report_to"], params["hf.eval_strategy"]) == (
+        "no", "[]", "epoch",
+    )  # fmt: skip
+    assert (params["vit.train_size"], params["vit.eval_size"]) == ("36", "4")  # 10% held out
+    histories = {
+        k: history(client, run, k) for k in (*TIMING, "loss", "val_loss", "val_accuracy", "mfu")
+    }
+    assert all(len(values) == 2 for values in histories.values()), histories
+    for train_s, val_s, epoch_s, rate in zip(*(histories[k] for k in TIMING[:4]), strict=True):
+        assert train_s > 0 and val_s > 0 and train_s + val_s <= epoch_s * (1 + 1e-9)
+        assert rate == pytest.approx(36 / train_s, rel=1e-6)
+    for key in ("total_wall_s", "steady_samples_per_s", "test_accuracy", "test_f1_macro"):
+        assert key in run.data.metrics, key
+    assert not [p for p in tmp_path.rglob("checkpoint-*")]  # the Trainer saved nothing
+
+
+def test_vit_from_a_local_save_pretrained_dir_in_bf16(run_module, client, tmp_path):
     from transformers import ViTConfig, ViTForImageClassification
 
     local = tmp_path / "tiny-vit"
     ViTForImageClassification(
-        ViTConfig(
-            image_size=16,
-            patch_size=8,
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=64,
-            num_labels=3,
-        )
-    ).save_pretrained(local)
-    result = run_module(
-        "experiments.cifar_torch", *SMALL, "--model", "vit", "--pretrained", str(local)
-    )
+        ViTConfig(image_size=16, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                  num_attention_heads=2, intermediate_size=64, num_labels=3)
+    ).save_pretrained(local)  # fmt: skip
+    args = ["--model", "vit", "--pretrained", str(local), "--dataset", "synthetic", "--epochs", "1"]
+    result = run_module(MODULE, *args, "--synthetic-size", "16", "--batch-size", "8", "--tuned",
+                        "--precision", "mixed_bf16", "--accumulation-steps", "2")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = all_runs(client)
-    assert run.data.params["pretrained"] == str(local)
+    assert run.data.params["pretrained"] == str(local) and run.data.params["hf.bf16"] == "True"
     # 32×32 CIFAR images resized to the checkpoint's 16×16 inside the model; 3 → 10 labels.
+    assert run.data.tags["torch.precision_run"] == "mixed_bf16"  # what autocast ran
     assert run.info.status == "FINISHED" and run.data.tags["reload_ok"] == "true"
 
 
@@ -85,21 +245,39 @@ def test_vit_pretrained_from_a_local_save_pretrained_dir(run_module, client, tmp
     [
         (
             ["--model", "vgg16"],
-            "--model: got 'vgg16', expected one of resnet50, efficientnet_b0, vit",
+            "--model: got 'vgg16', expected one of resnet50, resnet50_torchvision",
         ),
-        (["--num-workers", "-1"], "--num-workers: got -1, expected an integer >= 0"),
+        (["--num-workers", "-2"], "--num-workers: got -2, expected a number >= 0"),
+        (
+            ["--pretrained", "imagenet"],
+            "--pretrained: got 'imagenet', expected none or a state_dict",
+        ),
+        ([*TINY_VIT, "--augment"], "--augment: got True, expected --no-augment for vit"),
         (["--dataset", "cifar100", "--data-dir", "."], "--data-dir: cifar100 not found in ."),
-    ],
+    ]
+    + (
+        []
+        if GPU
+        else [([*TINY_VIT, "--tuned"], "expected fp32 or mixed_bf16 for vit without a GPU")]
+    ),
 )
 def test_bad_input_exits_2_without_a_run(run_module, tmp_path, args, message):
-    result = run_module("experiments.cifar_torch", *args)
+    result = run_module(MODULE, *args)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
 
 
 def test_bf16_and_mixed_fp16_run_as_labelled_and_reload(run_module, client):
-    result = run_module("experiments.cifar_torch", *SMALL, "--precisions", "bf16,mixed_fp16")
+    args = [*TINY, "--model", "resnet50_torchvision", "--precisions", "bf16,mixed_fp16"]
+    result = run_module(MODULE, *args)
     assert result.returncode == 0, result.stderr[-3000:]
     ran = verified_children(client, {"bf16", "mixed_fp16"})
     assert all(r.data.tags["torch.precision_run"] == p for p, r in ran.items())
-    assert "loss_scale" in ran["mixed_fp16"].data.metrics
+    assert "loss_scale" in ran["mixed_fp16"].data.metrics  # untuned arm: a GradScaler
+
+
+def test_the_deviations_are_written_down():
+    import experiments.cifar_torch as module
+
+    assert module.EXPERIMENT.deviations == recipes.DEVIATIONS
+    assert "Deviations" in (module.__doc__ or "")
