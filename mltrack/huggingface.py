@@ -5,7 +5,8 @@ translates Trainer events into calls on ``mltrack.run.Run`` and ``mltrack.ledger
 a Trainer run gets the per-epoch metrics of ``mltrack.torch.fit`` under the same definitions
 (``mltrack/ledger.py``): ``train_wall_s``, ``val_wall_s``, ``epoch_wall_s``, ``samples_per_s``,
 epoch user/system CPU, ``peak_rss_mb``, ``achieved_tflops``/``mfu`` when the FLOPs per sample
-are given, ``loss`` and the evaluation's ``val_*``, then the summary at step 0.
+are given, ``loss`` and the evaluation's ``val_*``, ``optimizer_steps`` and ``learning_rate``,
+then the summary at step 0 (the loop's ``data_wait_s`` and ``compute_s`` need its internals).
 
 Events and what they mean here (transformers 5.x, ``Trainer._run_epoch``; both strategies
 ``"epoch"``, which ``on_train_begin`` checks and warns about otherwise):
@@ -71,7 +72,7 @@ class MltrackCallback(TrainerCallback):
         self.epoch = -1  # the open epoch's index; -1 between epochs
         self.epochs_done = 0
         self.samples = 0
-        self.loss = float("nan")
+        self.loss = self.learning_rate = float("nan")
         self.record: dict[str, float] = {}  # the last epoch's, as logged
         self.summary: dict[str, float] = {}
         self._hook: Any = None
@@ -108,7 +109,7 @@ class MltrackCallback(TrainerCallback):
         loader = kwargs.get("train_dataloader")
         self.samples = len(loader.dataset) if loader is not None else 0
         self.epoch = self.epochs_done
-        self.loss = float("nan")
+        self.loss = self.learning_rate = float("nan")
         self.ledger.start_epoch()
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -128,6 +129,7 @@ class MltrackCallback(TrainerCallback):
         if self.epoch < 0 or not logs or "loss" not in logs:
             return
         self.loss = float(logs["loss"])
+        self.learning_rate = float(logs.get("learning_rate", float("nan")))
         # The Trainer leaves NaN/Inf step losses out of its logged mean by default
         # (logging_nan_inf_filter): a NaN gradient norm then tells that the weights broke.
         broken = [k for k in ("loss", "grad_norm") if not math.isfinite(float(logs.get(k, 0.0)))]
@@ -151,6 +153,9 @@ class MltrackCallback(TrainerCallback):
         self.ledger.end_validation()
         record = self.ledger.end_epoch(self.samples)
         record["loss"] = self.loss
+        record["optimizer_steps"] = float(state.global_step)  # as mltrack.torch.fit logs them
+        if math.isfinite(self.learning_rate):
+            record["learning_rate"] = self.learning_rate  # at the epoch's last step
         for key, value in (metrics or {}).items():
             name = key.removeprefix("eval_")
             if name not in SKIPPED_EVAL_KEYS and isinstance(value, int | float):

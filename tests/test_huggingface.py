@@ -44,6 +44,11 @@ class Classifier(nn.Module):
         return {"loss": loss, "logits": logits}
 
 
+def history_of(client, run, key: str) -> list[float]:
+    points = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+    return [m.value for m in points]
+
+
 def train(store: str, tmp_path, epochs: int = 2, poison: bool = False, **kwargs) -> None:
     from transformers import Trainer, TrainingArguments
 
@@ -79,13 +84,14 @@ def test_each_epoch_has_the_ledgers_metrics_and_the_run_the_summary(store, clien
             m.value
             for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
         ]
-        for key in (*TIMING, "loss", "val_loss", "peak_rss_mb", "achieved_tflops")
+        for key in (*TIMING, "loss", "val_loss", "peak_rss_mb", "achieved_tflops", "learning_rate")
     }
     assert all(len(values) == 2 for values in history.values()), history
     for train_s, val_s, epoch_s, rate in zip(*(history[k] for k in TIMING[:4]), strict=True):
         assert train_s > 0 and val_s > 0 and train_s + val_s <= epoch_s * (1 + 1e-9)
         assert rate == pytest.approx(64 / train_s, rel=1e-6)
     assert all(math.isfinite(v) for v in history["loss"])
+    assert history_of(client, run, "optimizer_steps") == [8, 16]  # 64 samples in batches of 8
     metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
     assert metrics["epochs_completed"] == 2 and metrics["total_wall_s"] > 0
     assert tags["torch.precision_run"] == "fp32" and tags["torch.device"] == "cpu"
