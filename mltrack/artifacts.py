@@ -214,13 +214,13 @@ def save_mlflow_model(
 
 
 def _finish(run: Run, kind: str, model: Path, expected: np.ndarray, cfg: ExperimentConfig) -> bool:
-    """Log the model folder, verify it, and register it if asked to."""
+    """Log the model folder as the run's logged model, verify it, register it if asked to."""
     from mlflow.models import Model
 
     meta = Model.load(str(model / "MLmodel"))  # its size counts the files added after saving
     meta.model_size_bytes = sum(p.stat().st_size for p in model.rglob("*") if p.is_file())
     meta.save(str(model / "MLmodel"))
-    run.log_folder(model, "model")
+    run.log_model(model, "model")
     ok = verify(run, kind, model, expected, TOLERANCE.get(COMPUTE_DTYPE[cfg.precision], 1e-5))
     if cfg.register:
         run.register_model(cfg.register, "model")

@@ -52,20 +52,39 @@ class Inputs:
 
 
 @dataclass(frozen=True)
+class Model:
+    """An MLflow model folder, logged as an MLflow 3 logged model named ``name`` whose source
+    is the run (so ``runs:/<run>/<name>``, ``models:/<model_id>``, the runs table's Models
+    column and the experiment's Models tab all find it), linked to the run's ``metrics``."""
+
+    name: str
+    folder: str  # a copy the journal owns
+    metrics: tuple[Point, ...] = ()
+
+
+@dataclass(frozen=True)
 class Register:
-    """A model-registry version of the MLflow model at ``artifact_path`` (delivered after it)."""
+    """A model-registry version of the run's logged model ``artifact_path`` (delivered after
+    it; the name is the logged model's, or a run artifact path for journals of version 2)."""
 
     name: str
     artifact_path: str
 
 
-Record = Point | Values | Artifact | Inputs | Register
+Record = Point | Values | Artifact | Inputs | Model | Register
 # Journal lines that are not records: the run's end (with its status) and a detach.
 CONTROL = ("end", "detach")
 
 
 def encode(record: Record) -> dict[str, Any]:
     """A record as one JSON object of the journal."""
+    if isinstance(record, Model):
+        return {
+            "type": "model",
+            "name": record.name,
+            "folder": record.folder,
+            "metrics": [encode(p) for p in record.metrics],
+        }
     if isinstance(record, Point):
         return {
             "type": "metric",
@@ -103,6 +122,9 @@ def decode(line: Mapping[str, Any]) -> Record:
         return Inputs(tuple(datasets))
     if kind == "register":
         return Register(line["name"], line["artifact_path"])
+    if kind == "model":
+        points = tuple(p for p in map(decode, line.get("metrics", [])) if isinstance(p, Point))
+        return Model(line["name"], line["folder"], points)
     if kind == "artifact":
         return Artifact(line["file"], line["artifact_path"])
     raise ValueError(f"not a record: type {kind!r}")
@@ -134,7 +156,21 @@ def deliver(client: Any, run_id: str, unit: list[Record]) -> None:
     elif isinstance(head, Artifact):
         client.log_artifact(run_id, head.file, head.artifact_path)
     elif isinstance(head, Inputs):
-        client.log_inputs(run_id, datasets=dataset_inputs(head))
+        # Idempotent for a replay: MLflow refuses a dataset input the run already has.
+        present = {
+            (i.dataset.name, i.dataset.digest, tuple((t.key, t.value) for t in i.tags))
+            for i in client.get_run(run_id).inputs.dataset_inputs
+        }
+        new = [
+            i
+            for i in dataset_inputs(head)
+            if (i.dataset.name, i.dataset.digest, tuple((t.key, t.value) for t in i.tags))
+            not in present
+        ]
+        if new:
+            client.log_inputs(run_id, datasets=new)
+    elif isinstance(head, Model):
+        log_model(client, run_id, head)
     elif isinstance(head, Register):
         register_model(client, run_id, head.name, head.artifact_path)
     else:
@@ -153,12 +189,43 @@ def dataset_inputs(record: Inputs) -> list[Any]:
     ]
 
 
-def register_model(client: Any, run_id: str, name: str, artifact_path: str) -> str:
-    """A new version of registered model ``name`` from the run's MLflow model; its number.
+def logged_model(client: Any, run_id: str, name: str) -> Any | None:
+    """The run's logged model called ``name`` (the newest), or None."""
+    experiment_id = client.get_run(run_id).info.experiment_id
+    found = client.search_logged_models(
+        experiment_ids=[experiment_id], filter_string=f"name = '{name}'"
+    )
+    mine = [m for m in found if m.source_run_id == run_id]
+    return max(mine, key=lambda m: m.creation_timestamp) if mine else None
 
-    As ``mlflow.register_model("runs:/ID/PATH", name)`` does, on this client's store: the
-    registered model is created on first use, and the version's source is the model's
-    artifact location.
+
+def log_model(client: Any, run_id: str, record: Model) -> str:
+    """Create (or, on a replay, find) the run's logged model, upload the folder into it, mark
+    it READY, record it as the run's output and link the metrics to it; its model id."""
+    from mlflow.entities import LoggedModelOutput, Metric
+
+    model = logged_model(client, run_id, record.name)
+    if model is None:
+        experiment_id = client.get_run(run_id).info.experiment_id
+        model = client.create_logged_model(experiment_id, name=record.name, source_run_id=run_id)
+    client.log_model_artifacts(model.model_id, record.folder)
+    client.finalize_logged_model(model.model_id, "READY")
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, 0)])
+    linked = [
+        Metric(p.key, p.value, p.timestamp_ms, p.step, model_id=model.model_id, run_id=run_id)
+        for p in record.metrics
+    ]
+    for i in range(0, len(linked), MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=linked[i : i + MAX_METRICS_PER_BATCH], synchronous=True)
+    return str(model.model_id)
+
+
+def register_model(client: Any, run_id: str, name: str, artifact_path: str) -> str:
+    """A new version of registered model ``name`` from the run's model; its number.
+
+    The run's logged model called ``artifact_path`` if it has one (source: its location),
+    else the MLflow model among the run's artifacts at ``artifact_path`` (journals written
+    before models were logged models). The registered model is created on first use.
     """
     from mlflow.exceptions import MlflowException
 
@@ -167,7 +234,14 @@ def register_model(client: Any, run_id: str, name: str, artifact_path: str) -> s
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
-    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+    model = logged_model(client, run_id, artifact_path)
+    if model is not None:
+        # Its artifact location, not models:/<id>: MLflow 3.17 resolves that URI with a client
+        # of the default tracking URI (ModelsArtifactRepository), which may be another store.
+        source, model_id = model.artifact_location, model.model_id
+    else:
+        source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+        model_id = None
     with redacted_stdout():
-        version = client.create_model_version(name, source, run_id=run_id)
+        version = client.create_model_version(name, source, run_id=run_id, model_id=model_id)
     return str(version.version)

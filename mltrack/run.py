@@ -47,7 +47,7 @@ from mltrack.environment import software_tags
 from mltrack.errors import Terminated
 from mltrack.outcomes import STATUS, describe, outcome_of
 from mltrack.process import HEARTBEAT_TAG, process_tags
-from mltrack.records import Artifact, Inputs, Record, Register, Values, encode
+from mltrack.records import Artifact, Inputs, Model, Point, Record, Register, Values, encode
 from mltrack.sink import Sink
 from mltrack.spool import Journal, spool_dir
 from mltrack.uris import default_artifact_location, resolve_tracking_uri
@@ -85,6 +85,7 @@ class Run:
         self._outcome = "completed"
         self._error = ""
         self._details: dict[str, str] = {}
+        self._latest: dict[str, Point] = {}  # each metric's last point: what a model links to
         self.epoch_hooks: list[EpochHook] = []
         self.monitor: Any = None  # MLflow's SystemMetricsMonitor, when asked for
         self.journal = Journal(spool_dir(), run_id, tracking_uri)
@@ -106,11 +107,11 @@ class Run:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Queue metrics; never waits for the store."""
-        self.sink.log_many(metrics, step)
+        self._latest.update((p.key, p) for p in self.sink.log_many(metrics, step))
 
     def end_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Log an epoch's metrics (step = epoch) and send them now, then run the epoch hooks."""
-        self.sink.log_many(metrics, epoch, kick=True)
+        self._latest.update((p.key, p) for p in self.sink.log_many(metrics, epoch, kick=True))
         for hook in self.epoch_hooks:
             hook(epoch, metrics)
 
@@ -139,14 +140,16 @@ class Run:
         if fields:
             self.sink.put([Inputs(fields)])
 
-    def log_folder(self, folder: Path, artifact_path: str) -> None:
-        """Every file under ``folder``, at the same relative place under ``artifact_path``."""
-        for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-            self.log_artifact(path, str(Path(artifact_path) / path.parent.relative_to(folder)))
+    def log_model(self, folder: Path, name: str = "model") -> None:
+        """The MLflow model in ``folder`` as the run's MLflow 3 logged model ``name``, linked to
+        the metrics' latest values logged so far (call it after the final metrics). The journal
+        keeps a copy, so the caller may delete ``folder`` once this returns."""
+        kept = self.journal.keep_folder(Path(folder))
+        self.sink.put([Model(name, str(kept), tuple(self._latest.values()))])
 
     def register_model(self, name: str, artifact_path: str = "model") -> None:
-        """Register the MLflow model logged at ``artifact_path`` as a new version of ``name``,
-        once the store has its files (records are delivered in order)."""
+        """Register the run's logged model ``artifact_path`` as a new version of ``name``,
+        once the store has it (records are delivered in order)."""
         self.sink.put([Register(name, artifact_path)])
 
     def log_text(self, text: str, artifact_file: str) -> None:

@@ -89,11 +89,12 @@ class Sink:
         timestamp_ms: int | None = None,
         *,
         kick: bool = False,
-    ) -> None:
+    ) -> list[Point]:
+        """Queue one point per metric at ``step``; returns them."""
         ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
-        self.put(
-            [Point(metric_key(k), float(v), int(step), ts) for k, v in metrics.items()], kick=kick
-        )
+        points = [Point(metric_key(k), float(v), int(step), ts) for k, v in metrics.items()]
+        self.put(points, kick=kick)
+        return points
 
     def kick(self) -> None:
         """Journal and send what is queued now rather than at the next interval."""

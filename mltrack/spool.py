@@ -71,6 +71,16 @@ class Journal:
             os.fsync(handle.fileno())
         return target
 
+    def keep_folder(self, source: Path) -> Path:
+        """A durable copy of a folder (an MLflow model), which the caller may then delete."""
+        target = self.files / uuid.uuid4().hex[:8] / source.name
+        shutil.copytree(source, target)
+        for path in target.rglob("*"):
+            if path.is_file():
+                with path.open("rb") as handle:
+                    os.fsync(handle.fileno())
+        return target
+
     def delete(self) -> None:
         self.path.unlink(missing_ok=True)
         shutil.rmtree(self.files, ignore_errors=True)

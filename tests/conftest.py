@@ -43,12 +43,17 @@ def store(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def client(store: str):
+def client(store: str, monkeypatch):
     from mlflow import MlflowClient
 
     from mltrack.uris import resolve_tracking_uri
 
     resolve_tracking_uri(store)
+    # MLflow 3.17 resolves a run's logged model (runs:/ID/model, list_artifacts(ID, "model"))
+    # with a client of the *default* tracking URI (ModelsArtifactRepository._get_model_uri_infos),
+    # not this client's: the default must be this store, as it is for a user who sets
+    # MLFLOW_TRACKING_URI.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     return MlflowClient(tracking_uri=store)
 
 

@@ -12,7 +12,8 @@ WRITES = re.compile(
     r"\b\w*(client|mlflow)\.(create_run|log_batch|log_metric|log_metrics|log_param|log_params|"
     r"set_tag|set_tags|set_terminated|log_artifact|log_artifacts|log_figure|log_image|log_text|"
     r"log_dict|log_inputs|log_input|create_experiment|set_experiment_tag|delete_run|end_run|"
-    r"start_run|create_registered_model|create_model_version|register_model)\("
+    r"start_run|create_registered_model|create_model_version|register_model|create_logged_model|"
+    r"log_model_artifacts|finalize_logged_model|log_outputs)\("
 )
 OWNERS = {"mltrack/run.py", "mltrack/spool.py", "mltrack/records.py"}
 

@@ -96,13 +96,16 @@ def sync(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_outage_spanning_tags_and_export_on_default_retries_delivers_all_exactly_once(tmp_path):
+def test_outage_spanning_tags_and_export_on_default_retries_delivers_all_exactly_once(
+    tmp_path, monkeypatch
+):
     """MLflow's own retry settings, untouched: the server goes away before the last epochs
     and stays away until the model is exported and its ``reload_ok`` tag logged."""
     epochs = 8
     with postgres_server(("mlflow",)) as pg:
         backend, artifacts, port = f"{pg}/mlflow", tmp_path / "artifacts", free_port()
         uri = f"http://127.0.0.1:{port}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # MLflow finds logged models with it
         env = dict(env_for(tmp_path), MLTRACK_SPOOL_DIR=str(tmp_path / "spool"))
         client = MlflowClient(tracking_uri=uri)
         with mlflow_server(backend, artifacts, port) as server:

@@ -29,7 +29,10 @@ def test_registered_model_is_served_over_http(run_module, client, store, tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = all_runs(client)
     [version] = client.search_model_versions("name='digits-cnn'")
-    assert version.run_id == run.info.run_id and version.source.endswith("/model")
+    # The version is the run's MLflow 3 logged model (issue 20), not a copy of its files.
+    [model] = client.search_logged_models([run.info.experiment_id])
+    assert model.source_run_id == run.info.run_id and model.name == "model"
+    assert version.run_id == run.info.run_id and version.source == model.artifact_location
 
     # As the README says: the registered version, served with the installed packages, from the
     # store the run went to. MLflow starts uvicorn by name: the venv's scripts are on PATH.

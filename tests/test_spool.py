@@ -148,7 +148,11 @@ def test_journal_lines_are_plain_json(tmp_path):
 def test_a_torn_last_line_is_set_aside_and_the_rest_delivered(store, client, spool_dir, capsys):
     """A crash while appending leaves the journal's last line cut; v2's sync refused the whole
     journal on every call ("Unterminated string"), so its valid records never arrived."""
+    import mlflow.data
+    import numpy as np
+
     with start_run("torn", tracking_uri=store) as run:
+        run.log_inputs([("training", mlflow.data.from_numpy(np.zeros((4, 2)), name="zeros"))])
         run.end_epoch(0, {"loss": 1.0})
         run.end_epoch(1, {"loss": 0.5})
         assert run.flush(10)
@@ -164,3 +168,4 @@ def test_a_torn_last_line_is_set_aside_and_the_rest_delivered(store, client, spo
     assert cli.main(["sync", "--spool-dir", str(spool_dir)]) == 0  # nothing blocked
     [r] = all_runs(client, "torn")
     assert [m.value for m in client.get_metric_history(r.info.run_id, "loss")] == [1.0, 0.5]
+    assert len(r.inputs.dataset_inputs) == 1  # replayed twice, delivered once

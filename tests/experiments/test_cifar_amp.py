@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import (
@@ -112,6 +113,19 @@ def test_synthetic_two_epochs_leaves_one_complete_verified_run(run_module, clien
     lineage = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
     assert set(lineage) == {"training", "evaluation"} and all(d.digest for d in lineage.values())
     reload_without_mltrack(client, run.info.run_id, "keras", tmp_path)
+    # The export is the run's MLflow 3 logged model, linked to its final metrics; its files
+    # are stored once, in the model, not again among the run's artifacts.
+    [model] = client.search_logged_models([run.info.experiment_id])
+    assert model.source_run_id == run.info.run_id and model.status.name == "READY"
+    assert {"test_accuracy", "total_wall_s"} <= {m.key for m in model.metrics}
+    assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]
+    own = Path(run.info.artifact_uri.removeprefix("file://"))
+    location = Path(model.artifact_location.removeprefix("file://"))
+    assert not (own / "model").exists() and (location / "MLmodel").exists()
+    import mlflow
+
+    predict = mlflow.pyfunc.load_model(f"models:/{model.model_id}").predict
+    assert predict(np.zeros((3, 32, 32, 3), np.uint8)).shape == (3, 10)
 
 
 def test_accumulation_and_per_step_logging(run_module, client):
