@@ -113,9 +113,13 @@ def _vit(pretrained: str, num_classes: int, size: str) -> Any:
     if pretrained == "none":
         return ViTForImageClassification(ViTConfig(num_labels=num_classes, **VIT_SIZES[size]))
     reference = str(Path(pretrained).expanduser()) if Path(pretrained).exists() else pretrained
-    return ViTForImageClassification.from_pretrained(
-        reference, num_labels=num_classes, ignore_mismatched_sizes=True
-    )
+    options = {"num_labels": num_classes, "ignore_mismatched_sizes": True}
+    try:  # the cache first: online, the hub is asked again (and retried for 30 s when away)
+        return ViTForImageClassification.from_pretrained(
+            reference, local_files_only=True, **options
+        )
+    except OSError:
+        return ViTForImageClassification.from_pretrained(reference, **options)
 
 
 # -- pretrained weights, before any data or run ---------------------------------------------
