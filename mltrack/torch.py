@@ -15,6 +15,8 @@ What it does that a notebook loop usually gets wrong:
 - **Schedules and clipping** where a recipe puts them: a learning-rate scheduler stepped every
   micro-batch (seed 004's OneCycleLR), every optimizer step or every epoch; gradients clipped
   by value before the optimizer step (unscaled first under a ``GradScaler``).
+- **Per epoch**: the training loss and running accuracy (in training mode, as computed for
+  the steps), the evaluation's ``val_*`` scores (``classification_scores``), the rate.
 - **Honest timing**: data-wait (blocked on the loader) apart from compute; on CUDA the clock
   is read after ``torch.cuda.synchronize()``; peak GPU memory per epoch.
 - **Divergence**: a NaN/Inf loss stops training as ``diverged`` with the micro-step, checked
@@ -313,9 +315,9 @@ def fit(
     for epoch in range(epochs):
         model.train()
         ledger.start_epoch()
-        data_wait = loss_sum = 0.0
+        data_wait = loss_sum = hits = 0.0
         samples = skipped = 0
-        window_loss = torch.zeros((), device=device)
+        window = torch.zeros(2, device=device)  # summed loss, correct predictions
         optimizer.zero_grad(set_to_none=True)
         waited = started = time.perf_counter()
         for i, (x, y) in enumerate(_progress(train_loader, f"epoch {epoch + 1}/{epochs}")):
@@ -323,19 +325,21 @@ def fit(
             x = _to_device(x, device, settings, CAST.get(precision))
             y = y.to(device, non_blocking=settings.non_blocking)
             with _autocast(precision, device):
-                loss = loss_fn(model(x), y)
+                out = model(x)
+                loss = loss_fn(out, y)
             weighted = loss.float() * weights[i]
             (scaler.scale(weighted) if scaler else weighted).backward()
-            window_loss += loss.detach().float() * len(y)
+            correct = (out.detach().argmax(1) == y).sum().float()
+            window += torch.stack([loss.detach().float() * len(y), correct])
             samples += len(y)
             micro_step += 1
             if (i + 1) % k == 0 or i + 1 == len(weights):  # the window's end
-                total = float(window_loss)  # one host sync per optimizer step
+                total, right = window.tolist()  # one host sync per optimizer step
                 if not math.isfinite(total):
                     run.stop("diverged", epoch=epoch, step=micro_step - 1, loss=total)
                     break
-                loss_sum += total
-                window_loss.zero_()
+                loss_sum, hits = loss_sum + total, hits + right
+                window.zero_()
                 skipped += _optimizer_step(optimizer, model, scaler, settings.clip_grad_value)
                 optimizer.zero_grad(set_to_none=True)
                 optimizer_steps += 1
@@ -358,6 +362,7 @@ def fit(
             run.end_epoch(epoch, {**record, "loss": float("nan")})
             break
         record["loss"] = loss_sum / max(samples, 1)
+        record["accuracy"] = hits / max(samples, 1)  # running, in training mode
         ledger.start_validation()
         scores = evaluate(model, test_loader, loss_fn, settings, precision)
         _sync(device)

@@ -292,6 +292,7 @@ def test_mixed_fp16_without_loss_scaling_runs_fp16_autocast_and_no_scaler(store,
     assert r.data.tags["torch.precision_run"] == "mixed_fp16"
     assert "loss_scale" not in r.data.metrics and "skipped_steps" not in r.data.metrics
     assert "learning_rate" in r.data.metrics
+    assert 0 <= r.data.metrics["accuracy"] <= 1  # the epoch's running training accuracy
 
 
 def test_classification_scores_are_the_seeds_metrics():
