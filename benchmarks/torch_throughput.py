@@ -1,6 +1,6 @@
 """PyTorch training throughput: fp32 vs bf16 autocast, pinned vs unpinned loading, one run.
 
-    python -m benchmarks.torch_throughput                    # ResNet50, about 4 minutes here
+    python -m benchmarks.torch_throughput                    # torchvision ResNet50, ~4 minutes
     python -m benchmarks.torch_throughput --model resnet50 --device cuda --samples 8192
 
 Every variant trains the same model (fresh weights, same seed) on the same synthetic CIFAR
@@ -26,7 +26,7 @@ from mltrack.run import start_run
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--model", default="resnet50_torchvision")
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=3)

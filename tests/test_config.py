@@ -86,11 +86,11 @@ def test_tuned_is_expanded_once_when_parsed_so_a_sweep_trains_what_optuna_record
     from experiments.cifar_torch import EXPERIMENT
 
     cfg = EXPERIMENT.parse(["--tuned", "--dataset", "synthetic"])
-    assert (cfg.accumulation_steps, cfg.pin_memory) == (4, True)
+    assert (cfg.accumulation_steps, cfg.pin_memory) == (2, True)  # the seed's perf arm
     trial = dataclasses.replace(cfg, accumulation_steps=1)  # what a sweep does per trial
     assert trial.accumulation_steps == 1
-    explicit = EXPERIMENT.parse(["--tuned", "--accumulation-steps", "2"])
-    assert explicit.accumulation_steps == 2  # an explicit flag wins over the convenience
+    explicit = EXPERIMENT.parse(["--tuned", "--accumulation-steps", "4"])
+    assert explicit.accumulation_steps == 4  # an explicit flag wins over the convenience
 
 
 def test_a_sweep_takes_the_experiments_sweep_defaults_unless_the_flag_is_given():
