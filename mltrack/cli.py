@@ -25,16 +25,20 @@ def newest_experiment(uri: str) -> str | None:
     return None
 
 
-# MLflow 3.17's runs table shows no metric column until one is picked under "Columns". Its own
-# "share view" keeps a table view in an experiment tag (``mlflow.sharedViewState.KEY``) and
-# opens it from the address (``?viewStateShareKey=KEY``): ``mltrack ui`` saves one view with the
-# columns a precision comparison reads, those the experiment's runs have.
+# MLflow 3.17's runs table shows no metric column until one is picked under "Columns", and opens
+# in its GenAI mode. Its own "share view" keeps a table view in an experiment tag
+# (``mlflow.sharedViewState.KEY``) and opens it from the address (``?viewStateShareKey=KEY``):
+# ``mltrack ui`` saves one with the columns a precision comparison reads (those the experiment's
+# runs have), metrics first (``columnOrder``), so they are in the first screen even beside the
+# assistant panel MLflow opens on a local address; ``workflowType=machine_learning`` (read by
+# the UI's WorkflowTypeProvider) selects the model-training mode, sidebar switch included.
 VIEW_KEY = "mltrack"
+MODEL_TRAINING = "workflowType=machine_learning"
 VIEW_PARAMS = ("precision", "batch_size", "accumulation_steps")
 VIEW_METRICS = (
+    "val_accuracy",
     "test_accuracy",
     "test_pr_auc",
-    "val_accuracy",
     "total_wall_s",
     "samples_per_s",
     "mfu",
@@ -42,7 +46,7 @@ VIEW_METRICS = (
 
 
 def share_runs_view(uri: str, experiment_id: str) -> str:
-    """Save the runs-table view and return the query that opens it."""
+    """Save the runs-table view and return the query that opens it in the model-training mode."""
     import json
 
     from mltrack.run import tag_experiment
@@ -52,26 +56,31 @@ def share_runs_view(uri: str, experiment_id: str) -> str:
     params = [k for k in VIEW_PARAMS if any(k in r.data.params for r in runs)]
     metrics = [k for k in VIEW_METRICS if any(k in r.data.metrics for r in runs)]
     columns = [
-        *(f"attributes.`{name}`" for name in ("Dataset", "Models")),
-        *(f"params.`{key}`" for key in params),
         *(f"metrics.`{key}`" for key in metrics),
+        *(f"params.`{key}`" for key in params),
+        *(f"attributes.`{name}`" for name in ("Models", "Dataset")),
     ]
-    view = {"selectedColumns": columns}
+    order = ["attributes.`Run Name`", *columns, "attributes.`Created`", "attributes.`Duration`"]
+    view = {"selectedColumns": columns, "columnOrder": order}
     tag_experiment(uri, experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(view))
-    return f"?viewStateShareKey={VIEW_KEY}"
+    return f"?viewStateShareKey={VIEW_KEY}&{MODEL_TRAINING}"
 
 
 def _ui(args: argparse.Namespace) -> int:
     """Serve the MLflow UI over the same store the experiments write to.
 
-    Prints the address of the newest experiment's runs table, with its key parameters and
-    metrics as columns: MLflow 3 shows that page even while its home page is in the GenAI
-    mode, so nobody has to find the mode switch or the column picker.
+    Prints the address of the newest experiment's runs table in MLflow's model-training mode,
+    with its key metrics and parameters as the first columns, so nobody has to find the mode
+    switch or the column picker.
     """
     uri = resolve_tracking_uri(args.tracking_uri)
     base = f"http://{args.host}:{args.port}"
     newest = newest_experiment(uri)
-    where = f"{base}/#/experiments/{newest}/runs{share_runs_view(uri, newest)}" if newest else base
+    where = (
+        f"{base}/#/experiments/{newest}/runs{share_runs_view(uri, newest)}"
+        if newest
+        else f"{base}/#/experiments?{MODEL_TRAINING}"
+    )
     command = [
         sys.executable,
         "-m",
