@@ -108,7 +108,6 @@ def train(cfg: Config, data: images.ImageFolder, run: Run) -> dict[str, float]:
     import keras
 
     from mltrack import keras as mk
-    from mltrack.artifacts import export_keras
     from mltrack.plots import learning_curves
 
     keras.utils.set_random_seed(cfg.seed)
@@ -132,7 +131,9 @@ def train(cfg: Config, data: images.ImageFolder, run: Run) -> dict[str, float]:
     figure = learning_curves(model.history.history, f"cats vs dogs, {cfg.precision}, {cfg.loader}")
     run.log_figure(figure, "learning_curves.png")
     if cfg.export:
-        export_keras(run, model, first_batch(test_data), cfg)
+        mk.export(
+            run, model, first_batch(test_data), precision=cfg.precision, register=cfg.register
+        )
     return metrics
 
 

@@ -110,7 +110,6 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     import keras
 
     from mltrack import keras as mk
-    from mltrack.artifacts import export_keras
 
     keras.utils.set_random_seed(cfg.seed)
     accumulate = cfg.accumulation_steps if cfg.accumulation_steps > 1 else None
@@ -135,7 +134,9 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     )
     metrics = {**summary, **mk.evaluate(run, model, data.x_test, y_test, cfg.batch_size)}
     if cfg.export:
-        export_keras(run, model, data.x_test[:PROBE_SIZE], cfg)
+        mk.export(
+            run, model, data.x_test[:PROBE_SIZE], precision=cfg.precision, register=cfg.register
+        )
     return metrics
 
 

@@ -111,7 +111,6 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     import torch
 
     from mltrack import torch as mt
-    from mltrack.artifacts import export_torch
 
     torch.manual_seed(cfg.seed)
     settings = recipes.settings(cfg)
@@ -136,7 +135,7 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     run.log_metrics(test, step=0)
     probe = torch.from_numpy(data.x_test[:8]).permute(0, 3, 1, 2).contiguous()
     if cfg.export:
-        export_torch(run, model, probe, cfg)
+        mt.export(run, model, probe, precision=cfg.precision, register=cfg.register)
     return {**metrics, **test}
 
 

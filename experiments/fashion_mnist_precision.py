@@ -94,7 +94,6 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     import keras
 
     from mltrack import keras as mk
-    from mltrack.artifacts import export_keras
 
     keras.utils.set_random_seed(cfg.seed)
     x_train, x_test = data.x_train[..., None] / 255.0, data.x_test[..., None] / 255.0
@@ -115,7 +114,7 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     )
     metrics = {**summary, **mk.evaluate(run, model, x_test, data.y_test, cfg.batch_size)}
     if cfg.export:
-        export_keras(run, model, x_test[:PROBE_SIZE], cfg)
+        mk.export(run, model, x_test[:PROBE_SIZE], precision=cfg.precision, register=cfg.register)
     return metrics
 
 

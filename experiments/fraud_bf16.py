@@ -41,8 +41,7 @@ DEVIATIONS = (
     "fp32 model, so both of its columns are fp32)",
     "reads the whole CSV (the seed's upload was cut at 42,271 rows, steps 1-9; --rows 42271)",
 )
-PROBE_SIZE = 64
-# The seed's rows, then the scores that matter for a rare positive class.
+PROBE_SIZE = 64  # then: the seed's rows, and the scores that matter for a rare positive class
 INFERENCES = [
     *PRECISION_ROWS,
     Row("Training accuracy (the seed's)", "accuracy", fraction),
@@ -96,7 +95,6 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     import keras
 
     from mltrack import keras as mk
-    from mltrack.artifacts import export_keras
 
     keras.utils.set_random_seed(cfg.seed)
     x, y, class_weight = paysim.balance(data.x_train, data.y_train, cfg.imbalance, cfg.seed)
@@ -120,7 +118,9 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     test = {f"test_{k}": v for k, v in binary_scores(data.y_test, probability).items()}
     run.log_metrics(test, step=0)
     if cfg.export:
-        export_keras(run, model, data.x_test[:PROBE_SIZE], cfg)
+        mk.export(
+            run, model, data.x_test[:PROBE_SIZE], precision=cfg.precision, register=cfg.register
+        )
     return {**summary, **test}
 
 

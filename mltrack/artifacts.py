@@ -41,7 +41,6 @@ from mltrack import pyfunc_model
 from mltrack.precision import COMPUTE_DTYPE
 
 if TYPE_CHECKING:
-    from mltrack.config import ExperimentConfig
     from mltrack.run import Run
 
 # How close a reload must match: the same kernels on the same machine should agree bit for bit,
@@ -213,7 +212,9 @@ def save_mlflow_model(
     return path
 
 
-def _finish(run: Run, kind: str, model: Path, expected: np.ndarray, cfg: ExperimentConfig) -> bool:
+def _finish(
+    run: Run, kind: str, model: Path, expected: np.ndarray, precision: str, register: str
+) -> bool:
     """Log the model folder as the run's logged model, verify it, register it if asked to."""
     from mlflow.models import Model
 
@@ -221,14 +222,21 @@ def _finish(run: Run, kind: str, model: Path, expected: np.ndarray, cfg: Experim
     meta.model_size_bytes = sum(p.stat().st_size for p in model.rglob("*") if p.is_file())
     meta.save(str(model / "MLmodel"))
     run.log_model(model, "model")
-    ok = verify(run, kind, model, expected, TOLERANCE.get(COMPUTE_DTYPE[cfg.precision], 1e-5))
-    if cfg.register:
-        run.register_model(cfg.register, "model")
+    ok = verify(run, kind, model, expected, TOLERANCE.get(COMPUTE_DTYPE[precision], 1e-5))
+    if register:
+        run.register_model(register, "model")
     return ok
 
 
-def export_keras(run: Run, model: Any, probe: np.ndarray, cfg: ExperimentConfig) -> bool:
-    """Architecture JSON + HDF5 weights + summary as an MLflow model under ``model/``."""
+def export_keras(
+    run: Run, model: Any, probe: np.ndarray, *, precision: str, register: str = ""
+) -> bool:
+    """The Keras ``model`` as the run's logged model ``model``: architecture JSON, HDF5
+    weights and a summary inside an MLflow pyfunc model, reloaded in the verifier process and
+    compared on ``probe`` (a batch of the model's inputs, NHWC for images) within the
+    tolerance of ``precision`` (mltrack's vocabulary). ``register``: also a new version of
+    that registered model name. Returns whether the reload matched (``reload_ok``); False,
+    exporting nothing, for a run that was stopped (diverged, pruned)."""
     if skipped(run):
         return False
     import keras
@@ -245,11 +253,13 @@ def export_keras(run: Run, model: Any, probe: np.ndarray, cfg: ExperimentConfig)
         model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
         (path / "summary.txt").write_text("\n".join(lines) + "\n")
         np.save(folder / "check" / "probe.npy", probe)
-        return _finish(run, "keras", path, expected, cfg)
+        return _finish(run, "keras", path, expected, precision, register)
 
 
-def export_torch(run: Run, model: Any, probe: Any, cfg: ExperimentConfig) -> bool:
-    """TorchScript (traced) and a ``torch.export`` program as an MLflow model under ``model/``.
+def export_torch(run: Run, model: Any, probe: Any, *, precision: str, register: str = "") -> bool:
+    """TorchScript (traced) and a ``torch.export`` program as the run's logged model ``model``
+    (an MLflow pyfunc model serving the program), verified on ``probe`` (a tensor batch of the
+    model's inputs, NCHW for images) as ``export_keras`` does; the same arguments and result.
 
     Tracing, not scripting: torchvision's and transformers' models trace cleanly, while
     scripting fails on many of them. ``torch.jit`` is deprecated from torch 2.15 in favour of
@@ -280,7 +290,7 @@ def export_torch(run: Run, model: Any, probe: Any, cfg: ExperimentConfig) -> boo
         (path / "summary.txt").write_text(f"{model}\n")
         torch.save(probe.cpu(), folder / "check" / "probe.pt")
         (folder / "check" / "device.txt").write_text(str(parameter.device))
-        return _finish(run, "torch", path, expected, cfg)
+        return _finish(run, "torch", path, expected, precision, register)
 
 
 # -- the verifier's side: a process of its own --------------------------------------------------

@@ -74,8 +74,17 @@ class Experiment(Generic[C, D]):
     )
 
     @property
+    def module(self) -> str:
+        """The importable name of the module defining this experiment (``experiments.NAME``, or
+        a user's own ``their_module``): what ``python -m`` and ``mltrack sweep`` take. A module
+        run as ``python -m X`` is ``__main__`` with the spec name ``X``."""
+        defined_in = sys.modules.get(self.train.__module__)
+        spec = getattr(defined_in, "__spec__", None)
+        return str(spec.name) if spec is not None else self.train.__module__
+
+    @property
     def prog(self) -> str:
-        return f"python -m experiments.{self.name}"
+        return f"python -m {self.module}"
 
     def parse(self, argv: Sequence[str] | None) -> C:
         return parse_config(self.config, argv, self.prog, self.description)
@@ -116,7 +125,7 @@ class Experiment(Generic[C, D]):
             cfg.experiment or self.name,
             run_name=name,
             params=logged,
-            tags={"precision": resolved.resolved, "mltrack.module": f"experiments.{self.name}"},
+            tags={"precision": resolved.resolved, "mltrack.module": self.module},
             tracking_uri=cfg.tracking_uri or None,
             parent=parent,
             system_metrics_interval=cfg.system_metrics_interval if cfg.system_metrics else 0.0,
@@ -175,7 +184,7 @@ class Experiment(Generic[C, D]):
             cfg.experiment or self.name,
             run_name=f"{self.name}-study",
             params={**dataclasses.asdict(cfg), **self.seed_params(), **data.params(), **warm},
-            tags={"mltrack.role": "study", "mltrack.module": f"experiments.{self.name}"},
+            tags={"mltrack.role": "study", "mltrack.module": self.module},
             tracking_uri=cfg.tracking_uri or None,
         ) as parent:
             results = [

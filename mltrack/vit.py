@@ -48,9 +48,9 @@ def fit_with_trainer(
     from torch import nn
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
-    from mltrack import torch as mt
     from mltrack.efficiency import torch_flops_per_sample
     from mltrack.huggingface import MltrackCallback
+    from mltrack.torch.loop import classification_scores
     from mltrack.vision import ImageArrays
 
     class WithLoss(nn.Module):
@@ -77,7 +77,7 @@ def fit_with_trainer(
     def compute_metrics(prediction: Any) -> dict[str, float]:
         logits = prediction.predictions
         logits = logits[0] if isinstance(logits, tuple) else logits
-        return mt.classification_scores(prediction.label_ids, logits, cfg.test_batch_size)
+        return classification_scores(prediction.label_ids, logits, cfg.test_batch_size)
 
     callback = MltrackCallback(run, flops_per_sample=flops)
     with tempfile.TemporaryDirectory(prefix="mltrack-trainer-") as scratch:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import pytest
@@ -20,9 +19,8 @@ def export_one(store: str, name: str) -> bool:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
     probe = torch.rand(4, 3, 2, 2)
-    cfg = argparse.Namespace(precision="fp32", register="")
     with start_run("export", run_name=name, tracking_uri=store) as run:
-        return artifacts.export_torch(run, model, probe, cfg)  # type: ignore[arg-type]
+        return artifacts.export_torch(run, model, probe, precision="fp32")
 
 
 def test_exports_of_one_process_share_one_verifier_and_survive_its_death(store, client):

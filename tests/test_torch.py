@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mltrack import torch as mt
 from mltrack.run import start_run
+from mltrack.torch.loop import classification_scores, window_weights
 from tests.conftest import all_runs, check_timing_model
 
 pytestmark = pytest.mark.torch
@@ -30,8 +31,8 @@ def dataset(n: int = 10) -> TensorDataset:
 
 def test_window_weights_cover_short_batches_and_partial_windows():
     # 10 samples, micro-batch 3, k=2: micro-batches [3, 3, 3, 1], windows [3, 3] and [3, 1].
-    assert mt.window_weights([3, 3, 3, 1], 2) == [0.5, 0.5, 0.75, 0.25]
-    assert mt.window_weights([4, 4, 4], 2) == [0.5, 0.5, 1.0]
+    assert window_weights([3, 3, 3, 1], 2) == [0.5, 0.5, 0.75, 0.25]
+    assert window_weights([4, 4, 4], 2) == [0.5, 0.5, 1.0]
 
 
 @pytest.mark.parametrize(("batch", "k"), [(3, 2), (2, 4), (5, 1)])
@@ -302,7 +303,7 @@ def test_classification_scores_are_the_seeds_metrics():
     for i, predicted in enumerate([0, 1, 1, 0, 0]):
         logits[i, predicted] = 1.0
     logits[4, 1] = 0.5  # second best: a top-5 hit for sample 4
-    scores = mt.classification_scores(labels, logits, batch_size=2)
+    scores = classification_scores(labels, logits, batch_size=2)
     assert scores["accuracy"] == pytest.approx(0.6)
     assert scores["f1_micro_batch_mean"] == pytest.approx(0.5)  # the ResNet50 files' F1
     assert scores["precision_macro"] == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +119,10 @@ def from_namespace(ns: argparse.Namespace, passthrough: list[str]) -> SweepArgs:
 
 
 def load_experiment(module: str) -> Experiment[Any, Any]:
+    """The ``EXPERIMENT`` of ``module``, found as ``python -m`` finds it: from the working
+    directory too (the ``mltrack`` script's own folder is first on its path, not the cwd)."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         loaded = importlib.import_module(module)
     except ImportError as exc:

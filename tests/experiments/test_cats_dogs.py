@@ -30,7 +30,9 @@ def test_synthetic_folder_trains_with_curves_and_fingerprint(run_module, client,
     for key in ("accuracy", "val_accuracy", "loss", "val_loss", "epoch_wall_s"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 2
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"learning_curves.png", "model"} <= artifacts
+    assert "learning_curves.png" in artifacts
+    [model] = client.search_logged_models([run.info.experiment_id])  # the export, as a model
+    assert model.source_run_id == run.info.run_id
 
 
 def test_real_dataset_needs_a_folder(run_module, tmp_path):

@@ -28,12 +28,12 @@ SMALL = ["--dataset", "synthetic", "--synthetic-size", "256", "--batch-size", "6
 FAIL_AFTER_EPOCH_1 = """
 import sys
 from mltrack import keras as mk
-original = mk.MlflowCallback.on_epoch_end
+original = mk.Callback.on_epoch_end
 def on_epoch_end(self, epoch, logs=None):
     original(self, epoch, logs)
     if epoch == 1:
         raise RuntimeError("injected failure after epoch 1")
-mk.MlflowCallback.on_epoch_end = on_epoch_end
+mk.Callback.on_epoch_end = on_epoch_end
 from experiments import cifar_amp
 sys.exit(cifar_amp.main(sys.argv[1:]))
 """

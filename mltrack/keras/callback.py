@@ -46,7 +46,7 @@ def _floats(logs: Mapping[str, Any] | None) -> dict[str, float]:
     return out
 
 
-class MlflowCallback(keras.callbacks.Callback):
+class Callback(keras.callbacks.Callback):
     """Per-epoch metrics (step = epoch), timings and resources into ``run``."""
 
     async_safe = True
@@ -64,6 +64,7 @@ class MlflowCallback(keras.callbacks.Callback):
         self.ledger = Ledger()
         self.epoch = 0
         self.last_epoch: dict[str, float] = {}
+        self.summary: dict[str, float] = {}  # the ledger's, once training ended
 
     # Keras only knows the steps per epoch once fit() has started.
     @property
@@ -73,6 +74,8 @@ class MlflowCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         from mltrack.efficiency import keras_flops_per_sample
 
+        # What really computes, read from the model (a user's own fit gets the tags too).
+        self.run.set_tags(dtype_tags(self.model))
         flops = keras_flops_per_sample(self.model)  # once per model, from the layers' shapes
         compute = str(self.model.dtype_policy.compute_dtype)
         self.run.log_params(self.ledger.measure_efficiency(flops, compute))
@@ -105,6 +108,8 @@ class MlflowCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         self.ledger.end()
+        self.summary = self.ledger.summary()
+        self.run.log_metrics(self.summary, step=0)
         if self.divergences:  # trained on through NaN: the run diverged all the same
             first = min(self.divergences, key=lambda d: d["step"])
             self.run.stop("diverged", **first, trained_on="true")
@@ -123,7 +128,7 @@ class MlflowCallback(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class StepCallback(MlflowCallback):
+class StepCallback(Callback):
     """Adds batch hooks: running batch metrics every N steps and exact divergence steps."""
 
     def __init__(
@@ -174,7 +179,7 @@ def callback(
     log_every_n_steps: int = 0,
     watch_steps: bool = False,
     on_divergence: str = "stop",
-) -> MlflowCallback:
+) -> Callback:
     """The callback for a fit: with batch hooks only where they are needed (they make Keras
     fetch every batch's logs). ``on_divergence``: ``stop`` ends training at the first NaN/Inf
     loss; ``continue`` trains every epoch on and ends the run ``diverged`` with the first one."""
@@ -185,13 +190,17 @@ def callback(
             log_every_n_steps=log_every_n_steps,
             on_divergence=on_divergence,
         )
-    return MlflowCallback(run, samples_per_epoch=samples_per_epoch, on_divergence=on_divergence)
+    return Callback(run, samples_per_epoch=samples_per_epoch, on_divergence=on_divergence)
 
 
 def dtype_tags(model: Any) -> dict[str, str]:
-    """What the model really computes and stores in, read from its layers and variables."""
+    """What the model really computes and stores in, read from its layers and variables, and
+    its policy's name in mltrack's vocabulary (``precision``, for a user's own model)."""
     weighted = [layer for layer in model.layers if layer.weights]
+    policy = str(model.dtype_policy.name)
+    named = {v: k for k, v in KERAS_POLICY.items()}
     return {
+        **({"precision": named[policy]} if policy in named else {}),
         "keras.dtype_policy": str(model.dtype_policy.name),
         "keras.compute_dtypes": ",".join(sorted({str(layer.compute_dtype) for layer in weighted})),
         "keras.hidden_compute_dtype": str(weighted[0].compute_dtype) if weighted else "",
@@ -225,7 +234,6 @@ def fit(
     """
     if samples_per_epoch is None and hasattr(x, "__len__") and y is not None:
         samples_per_epoch = len(x)
-    run.set_tags(dtype_tags(model))
     cb = callback(
         run,
         samples_per_epoch=samples_per_epoch,
@@ -245,10 +253,8 @@ def fit(
         verbose=fit_kwargs.pop("verbose", progress_verbosity()),
         **fit_kwargs,
     )
-    summary = cb.ledger.summary()
-    run.log_metrics(summary, step=0)
-    # The in-process result also carries the last epoch's values (val_loss, ...).
-    return {**cb.last_epoch, **summary}
+    # The summary (logged at the end of training) and the last epoch's values (val_loss, ...).
+    return {**cb.last_epoch, **cb.summary}
 
 
 def evaluate(

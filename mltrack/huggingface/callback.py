@@ -39,7 +39,7 @@ from transformers import TrainerCallback
 
 from mltrack.ledger import Ledger
 from mltrack.run import Run
-from mltrack.torch import gpu_peak
+from mltrack.torch.loop import gpu_peak
 
 # What autocast ran, as mltrack's precision vocabulary names it.
 AUTOCAST_PRECISION = {torch.float16: "mixed_fp16", torch.bfloat16: "mixed_bf16"}
@@ -118,7 +118,7 @@ class MltrackCallback(TrainerCallback):
         self.ledger.start_validation()
         if self.epochs_done == 0:  # the first forward pass has shown what ran
             precision = self.precision_run or "fp32"
-            self.run.set_tags({"torch.precision_run": precision})
+            self.run.set_tags({"precision": precision, "torch.precision_run": precision})
             if self.flops_per_sample:
                 dtype = PRECISION_DTYPE.get(precision, "float32")
                 self.run.log_params(self.ledger.measure_efficiency(self.flops_per_sample, dtype))

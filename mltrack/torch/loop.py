@@ -299,7 +299,9 @@ def fit(
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     device = settings.resolved_device()
     precision = settings.precision
-    run.set_tags({"torch.precision_run": precision, "torch.device": str(device)})
+    run.set_tags(
+        {"precision": precision, "torch.precision_run": precision, "torch.device": str(device)}
+    )
     scaled = precision == "mixed_fp16" and settings.loss_scaling
     scaler = torch.amp.GradScaler(device.type) if scaled else None
     k = settings.accumulation_steps
