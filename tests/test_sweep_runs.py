@@ -107,6 +107,11 @@ def test_enqueued_trials_end_as_optuna_says_with_one_parent(tmp_path, client):
     assert len(study.get_trials()) == 5
     changed = sweep(tmp_path, "--epochs", "1", "--trials", "6", "--space-batch-size", "8")
     assert changed.returncode == 2 and "or a new --study name" in changed.stderr
+    # Another objective (or direction) would mix val_loss values into a study that maximizes.
+    for objective in ("val_loss:min", "val_accuracy:min"):
+        other = sweep(tmp_path, "--epochs", "1", "--trials", "6", *SPACE, "--objective", objective)
+        assert other.returncode == 2, other.stderr[-2000:]
+        assert "--objective: got" in other.stderr and "or a new --study name" in other.stderr
     assert len(study.get_trials()) == 5
     assert len([r for r in all_runs(client) if r.data.tags.get("mltrack.role") == "study"]) == 1
 
@@ -121,6 +126,10 @@ def test_enqueued_trials_end_as_optuna_says_with_one_parent(tmp_path, client):
             "--storage: got 'postgresql://nobody@127.0.0.1:1/",
         ),
         (["--objective", "accuracy"], "--objective: got 'accuracy', expected METRIC:max"),
+        (
+            ["--heartbeat-interval", "10", "--grace-period", "2"],
+            "--grace-period: got 2, expected more seconds than --heartbeat-interval (10)",
+        ),
         (["--epochs", "0"], "--epochs: got 0, expected an integer >= 1"),
     ],
 )

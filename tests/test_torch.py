@@ -158,7 +158,10 @@ def test_pure_bf16_casts_the_model():
     assert next(model.parameters()).dtype == torch.bfloat16
 
 
-def test_nan_loss_is_diverged_with_the_micro_step(store, client):
+@pytest.mark.parametrize("check_every", [1, 50])
+def test_nan_loss_is_diverged_with_the_micro_step(store, client, check_every):
+    """The flag lives on the device and is read every ``check_every`` optimizer steps: the
+    exact micro-step is reported either way; read every step, no non-finite step is applied."""
     data = dataset(12)
     data.tensors[0][7] = float("nan")  # micro-batch 3 (batch 2) holds it
     loader = DataLoader(data, batch_size=2)
@@ -172,15 +175,46 @@ def test_nan_loss_is_diverged_with_the_micro_step(store, client):
             loader,
             loader,
             epochs=3,
-            settings=mt.Settings(accumulation_steps=2),
+            settings=mt.Settings(accumulation_steps=2, check_every=check_every),
         )
     [r] = all_runs(client, "d")
     assert (r.info.status, r.data.tags["outcome"]) == ("FAILED", "diverged")
     assert r.data.tags["diverged_step"] == "3" and r.data.tags["diverged_epoch"] == "0"
-    assert len(client.get_metric_history(r.info.run_id, "loss")) == 1
-    # The first window (micro-batches 0-1) stepped; the poisoned window did not.
+    assert len(client.get_metric_history(r.info.run_id, "loss")) == 1  # stopped in epoch 0
     assert not torch.equal(before["0.weight"], model.state_dict()["0.weight"])
-    assert torch.isfinite(model.state_dict()["0.weight"]).all()
+    if check_every == 1:  # the first window stepped; the poisoned window did not
+        assert torch.isfinite(model.state_dict()["0.weight"]).all()
+
+
+def test_the_loop_reads_no_loss_on_the_host_per_step(store, monkeypatch):
+    """Issue 21: one host read of the loss per optimizer step is a device synchronisation per
+    step on a GPU. Count the tensor-to-Python reads a training epoch makes."""
+    reads = {"n": 0}
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            reads["n"] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    train = DataLoader(dataset(160), batch_size=2)  # 80 optimizer steps an epoch
+    val = DataLoader(dataset(4), batch_size=4)  # one validation batch
+    model = mlp()
+    with start_run("reads", tracking_uri=store) as run:
+        reads["n"] = 0
+        mt.fit(
+            run,
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.01),
+            train,
+            val,
+            epochs=2,
+            settings=mt.Settings(),
+        )
+        # Per epoch: the divergence flag once (step 50) and at the end, the sums once, and the
+        # validation batch's loss, outputs and labels: about 10 reads for 160 steps.
+        assert reads["n"] <= 20, reads
 
 
 def test_image_input_normalises_uint8_in_the_model_dtype():

@@ -99,6 +99,13 @@ def from_namespace(ns: argparse.Namespace, passthrough: list[str]) -> SweepArgs:
     for name in ("trials", "heartbeat_interval", "grace_period", "max_retry"):
         if getattr(ns, name) < 0:
             raise bad_value(flag(name), getattr(ns, name), "an integer >= 0")
+    interval = ns.heartbeat_interval or HEARTBEAT_INTERVAL_S
+    grace = ns.grace_period or GRACE_PERIOD_S
+    if grace <= interval:
+        # A live worker's trial would be failed as stale between two of its heartbeats.
+        raise bad_value(
+            "--grace-period", grace, f"more seconds than --heartbeat-interval ({interval})"
+        )
     return SweepArgs(
         module=ns.module,
         passthrough=passthrough,
@@ -112,8 +119,8 @@ def from_namespace(ns: argparse.Namespace, passthrough: list[str]) -> SweepArgs:
         space_overrides=overrides,
         space_file=ns.space,
         sampler_seed=ns.sampler_seed,
-        heartbeat_interval=ns.heartbeat_interval or HEARTBEAT_INTERVAL_S,
-        grace_period=ns.grace_period or GRACE_PERIOD_S,
+        heartbeat_interval=interval,
+        grace_period=grace,
         max_retry=ns.max_retry,
     )
 

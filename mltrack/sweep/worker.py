@@ -77,19 +77,27 @@ class Sweep:
             print(f"ended orphaned run {orphan.run_id}: {orphan.reason}", flush=True)
 
     def _check_space(self, study: Any) -> None:
-        """A resumed or shared study must keep its search space (Optuna cannot change it)."""
+        """A resumed or shared study must keep its search space and its objectives (Optuna
+        cannot change them: values of another metric or direction would mix in one study)."""
         space = dataclasses.asdict(self.space)
         space["learning_rate"] = list(space["learning_rate"] or []) or None
-        stored = study.user_attrs.get("search_space")
-        if stored is None:
-            study.set_user_attr("search_space", space)
-        elif stored != space:
-            raise bad_value(
-                "--space-*",
-                space,
-                f"the space study {self.study_name!r} was created with, {stored}, "
-                "or a new --study name",
-            )
+        objectives = [
+            f"{o.metric}:{o.direction.removesuffix('imize')}" for o in self.args.objectives
+        ]
+        for flag_name, key, value in (
+            ("--space-*", "search_space", space),
+            ("--objective", "objectives", objectives),
+        ):
+            stored = study.user_attrs.get(key)
+            if stored is None:
+                study.set_user_attr(key, value)
+            elif stored != value:
+                raise bad_value(
+                    flag_name,
+                    value,
+                    f"what study {self.study_name!r} was created with, {stored}, "
+                    "or a new --study name",
+                )
 
     def _parent_params(self) -> dict[str, Any]:
         return {

@@ -19,18 +19,16 @@ What it does that a notebook loop usually gets wrong:
   the steps), the evaluation's ``val_*`` scores (``classification_scores``), the rate.
 - **Honest timing**: data-wait (blocked on the loader) apart from compute; on CUDA the clock
   is read after ``torch.cuda.synchronize()``; peak GPU memory per epoch.
-- **Divergence**: a NaN/Inf loss stops training as ``diverged`` with the micro-step, checked
-  once per optimizer step (one host sync per window, not per micro-batch).
+- **Divergence**: a NaN/Inf loss stops training as ``diverged`` with its exact micro-step; the
+  flag is kept on the device and read every ``Settings.check_every`` optimizer steps and at
+  each epoch's end, so there is no host read per step (``mltrack/torch/steps.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import sys
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,9 +41,16 @@ from mltrack.ledger import Ledger
 from mltrack.metrics import multiclass_scores
 from mltrack.precision import COMPUTE_DTYPE
 from mltrack.run import Run
+from mltrack.torch.steps import (
+    Forward,
+    OptimizerStep,
+    Watch,
+    autocast,
+    default_forward,
+    schedule,
+)
 
 CAST = {"fp64": torch.float64, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-AUTOCAST = {"mixed_bf16": torch.bfloat16, "mixed_fp16": torch.float16}
 
 
 class ImageInput(nn.Module):
@@ -101,6 +106,8 @@ class Settings:
     loss_scaling: bool = True  # a GradScaler under mixed_fp16
     clip_grad_value: float = 0.0  # clip each gradient element to ±value before a step; 0: off
     accumulation_loss: str = "samples"  # or "divide": each micro-batch loss / k
+    # Optimizer steps between host reads of the divergence flag: no device sync per step.
+    check_every: int = 50
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -125,15 +132,6 @@ def loader_batch_sizes(loader: Any) -> list[int]:
     n, b = len(loader.dataset), loader.batch_size
     full, rest = divmod(n, b)
     return [b] * full + ([] if loader.drop_last or rest == 0 else [rest])
-
-
-@contextlib.contextmanager
-def _autocast(precision: str, device: torch.device) -> Iterator[None]:
-    if precision in AUTOCAST:
-        with torch.autocast(device.type, dtype=AUTOCAST[precision]):
-            yield
-    else:
-        yield
 
 
 def _sync(device: torch.device) -> None:
@@ -215,7 +213,7 @@ def evaluate(
     for x, y in loader:
         x = _to_device(x, device, settings, CAST.get(precision))
         y = y.to(device, non_blocking=settings.non_blocking)
-        with _autocast(precision, device):
+        with autocast(precision, device):
             out = model(x)
         losses.append(float(loss_fn(out.float(), y)) * len(y))
         logits.append(out.float().cpu().numpy())
@@ -236,7 +234,7 @@ def _flops(
     x, y = next(iter(loader))
     device = settings.resolved_device()
     x = _to_device(x[:2], device, settings, CAST.get(settings.precision))
-    with _autocast(settings.precision, device):
+    with autocast(settings.precision, device):
         return torch_flops_per_sample(model, loss_fn, x, y[:2].to(device))
 
 
@@ -248,33 +246,6 @@ def _progress(loader: Any, description: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(loader, desc=description, unit="batch", leave=False, dynamic_ncols=True)
-
-
-def schedule(scheduler: Any) -> None:
-    """Step a learning-rate scheduler. A recipe that steps it every micro-batch under gradient
-    accumulation (seed 004's ResNet50) steps it once before the first optimizer step, which
-    torch warns about; that order is the recipe's, so the warning is not shown."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"(?s).*lr_scheduler\.step\(\)` before")
-        scheduler.step()
-
-
-def _optimizer_step(
-    optimizer: torch.optim.Optimizer, model: nn.Module, scaler: Any, clip: float
-) -> bool:
-    """One optimizer step, gradients clipped by value first; True if the scaler skipped it."""
-    if scaler is None:
-        if clip:
-            nn.utils.clip_grad_value_(model.parameters(), clip)
-        optimizer.step()
-        return False
-    if clip:  # clip the true gradients, not the scaled ones
-        scaler.unscale_(optimizer)
-        nn.utils.clip_grad_value_(model.parameters(), clip)
-    scale = scaler.get_scale()
-    scaler.step(optimizer)
-    scaler.update()
-    return bool(scaler.get_scale() < scale)  # a lowered scale: inf gradients, step skipped
 
 
 def fit(
@@ -289,12 +260,14 @@ def fit(
     loss_fn: Callable[..., torch.Tensor] | None = None,
     scheduler: Any = None,
     scheduler_every: str = "epoch",
+    forward: Forward | None = None,
 ) -> tuple[nn.Module, dict[str, float]]:
     """Train ``model`` (already ``prepare``-d) and log each epoch; returns it and the summary.
 
     ``scheduler`` steps every ``"micro_batch"``, ``"optimizer_step"`` or ``"epoch"`` (after
     the epoch's validation); ``learning_rate`` (the first parameter group's) is logged per
-    epoch as it was at the epoch's last step.
+    epoch as it was at the epoch's last step. ``forward``: your own micro-batch computation
+    (``mltrack.torch.steps.Forward``); by default the model and ``loss_fn`` under autocast.
     """
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     device = settings.resolved_device()
@@ -302,8 +275,12 @@ def fit(
     run.set_tags(
         {"precision": precision, "torch.precision_run": precision, "torch.device": str(device)}
     )
+    forward = forward or default_forward(loss_fn, precision, device)
     scaled = precision == "mixed_fp16" and settings.loss_scaling
     scaler = torch.amp.GradScaler(device.type) if scaled else None
+    step = OptimizerStep(
+        optimizer, model, scaler, settings.clip_grad_value, scheduler, scheduler_every
+    )
     k = settings.accumulation_steps
     sizes = loader_batch_sizes(train_loader)
     divide = settings.accumulation_loss == "divide"
@@ -312,54 +289,47 @@ def fit(
     flops = _flops(model, loss_fn, test_loader, settings)  # once per model, not per step
     run.log_params(ledger.measure_efficiency(flops, COMPUTE_DTYPE[precision]))
     ledger.begin()
-    micro_step = optimizer_steps = 0
+    micro_step = 0
     record: dict[str, float] = {}
     for epoch in range(epochs):
         model.train()
         ledger.start_epoch()
-        data_wait = loss_sum = hits = 0.0
-        samples = skipped = 0
-        window = torch.zeros(2, device=device)  # summed loss, correct predictions
+        watch = Watch(device, micro_step)
+        data_wait, samples, bad = 0.0, 0, None
         optimizer.zero_grad(set_to_none=True)
         waited = started = time.perf_counter()
         for i, (x, y) in enumerate(_progress(train_loader, f"epoch {epoch + 1}/{epochs}")):
             data_wait += time.perf_counter() - waited
             x = _to_device(x, device, settings, CAST.get(precision))
             y = y.to(device, non_blocking=settings.non_blocking)
-            with _autocast(precision, device):
-                out = model(x)
-                loss = loss_fn(out, y)
+            outputs, loss = forward(model, x, y)
             weighted = loss.float() * weights[i]
             (scaler.scale(weighted) if scaler else weighted).backward()
-            correct = (out.detach().argmax(1) == y).sum().float()
-            window += torch.stack([loss.detach().float() * len(y), correct])
+            watch.add(outputs, loss, y)
             samples += len(y)
             micro_step += 1
             if (i + 1) % k == 0 or i + 1 == len(weights):  # the window's end
-                total, right = window.tolist()  # one host sync per optimizer step
-                if not math.isfinite(total):
-                    run.stop("diverged", epoch=epoch, step=micro_step - 1, loss=total)
-                    break
-                loss_sum, hits = loss_sum + total, hits + right
-                window.zero_()
-                skipped += _optimizer_step(optimizer, model, scaler, settings.clip_grad_value)
-                optimizer.zero_grad(set_to_none=True)
-                optimizer_steps += 1
-                if scheduler is not None and scheduler_every == "optimizer_step":
-                    schedule(scheduler)
+                if (step.steps + 1) % settings.check_every == 0:  # a host read every N steps
+                    bad = watch.diverged_at()
+                    if bad is not None:  # before this window's (non-finite) step
+                        break
+                step()
             if scheduler is not None and scheduler_every == "micro_batch":
                 schedule(scheduler)
             waited = time.perf_counter()
         _sync(device)
         train_phase = time.perf_counter() - started
+        bad = bad if bad is not None else watch.diverged_at()
+        loss_sum, hits = watch.totals()
         record = {"data_wait_s": data_wait, "compute_s": train_phase - data_wait}
         record["micro_steps"] = float(micro_step)
-        record["optimizer_steps"] = float(optimizer_steps)
+        record["optimizer_steps"] = float(step.steps)
         record["learning_rate"] = float(optimizer.param_groups[0]["lr"])
         if scaler:
             record["loss_scale"] = float(scaler.get_scale())
-            record["skipped_steps"] = float(skipped)
-        if run.outcome == "diverged":
+            record["skipped_steps"] = float(step.skipped)
+        if bad is not None:
+            run.stop("diverged", epoch=epoch, step=bad, loss=float("nan"))
             record.update(ledger.end_epoch(samples))
             run.end_epoch(epoch, {**record, "loss": float("nan")})
             break
