@@ -50,9 +50,9 @@ def share_runs_view(uri: str, experiment_id: str) -> str:
     import json
 
     from mltrack.run import tag_experiment
-    from mltrack.warmup import shared_client
+    from mltrack.warmup import STORES
 
-    runs = shared_client(uri).search_runs([experiment_id], max_results=100)
+    runs = STORES.client(uri).search_runs([experiment_id], max_results=100)
     params = [k for k in VIEW_PARAMS if any(k in r.data.params for r in runs)]
     metrics = [k for k in VIEW_METRICS if any(k in r.data.metrics for r in runs)]
     columns = [

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from mltrack import published, warmup
+from mltrack import published
 from mltrack.config import ExperimentConfig, parse_config, quiet_frameworks
 from mltrack.environment import detect_hardware, gpu_energy_mj
 from mltrack.errors import Terminated, UsageError
@@ -30,6 +30,7 @@ from mltrack.precision import Resolved, resolve
 from mltrack.report import Result, results_table
 from mltrack.run import Run, sigterm_as_exception, start_run
 from mltrack.uris import resolve_tracking_uri, which_tracking_uri
+from mltrack.warmup import STORES
 
 C = TypeVar("C", bound=ExperimentConfig)
 D = TypeVar("D", bound="Dataset")
@@ -218,7 +219,7 @@ class Experiment(Generic[C, D]):
             quiet_frameworks(cfg.verbose, self.framework)
             # MLflow's import, the store and the probes load on a thread while the data loads
             # (after the framework's import, which a thread would only slow down: warmup.py).
-            warmup.begin(which_tracking_uri(cfg.tracking_uri or None), cfg.experiment or self.name)
+            STORES.begin(which_tracking_uri(cfg.tracking_uri or None), cfg.experiment or self.name)
             data = self.load_data(cfg)
         except UsageError as exc:
             print(f"{self.prog}: error: {exc}", file=sys.stderr)

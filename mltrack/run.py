@@ -42,7 +42,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from mltrack import limits, records, warmup
+from mltrack import limits, records
 from mltrack.environment import software_tags
 from mltrack.errors import Terminated
 from mltrack.outcomes import STATUS, describe, outcome_of
@@ -51,6 +51,7 @@ from mltrack.records import Artifact, Inputs, Model, Point, Record, Register, Va
 from mltrack.sink import Sink
 from mltrack.spool import Journal, spool_dir
 from mltrack.uris import default_artifact_location, resolve_tracking_uri
+from mltrack.warmup import STORES, Stores
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,8 @@ HEARTBEAT_INTERVAL_S = 30.0
 EpochHook = Callable[[int, Mapping[str, float]], None]
 
 
-def _client(tracking_uri: str) -> Any:
-    return warmup.shared_client(tracking_uri)
+def _client(tracking_uri: str, stores: Stores | None = None) -> Any:
+    return (stores or STORES).client(tracking_uri)
 
 
 class Run:
@@ -322,15 +323,18 @@ def start_run(
     tracking_uri: str | None = None,
     parent: Run | None = None,
     system_metrics_interval: float = 0.0,
+    stores: Stores | None = None,
 ) -> Iterator[Run]:
     """Open a run (a child of ``parent`` if given) and end it with its true status.
 
     ``system_metrics_interval`` > 0 starts MLflow's own system-metrics monitor for the run
-    (``system/*`` metrics every that many seconds); it stops before the run ends.
+    (``system/*`` metrics every that many seconds); it stops before the run ends. ``stores``:
+    the registry of clients and probes (``mltrack.warmup``; default: the process's).
     """
+    stores = stores or STORES
     uri = resolve_tracking_uri(tracking_uri or (parent.tracking_uri if parent else None))
-    prepared = warmup.tracking(uri, experiment)  # begun while the framework loaded, if at all
-    client = parent._client if parent else _client(uri)
+    prepared = stores.tracking(uri, experiment)  # begun while the framework loaded, if at all
+    client = parent._client if parent else stores.client(uri)
     experiment_id = (
         parent.experiment_id if parent else _get_or_create_experiment(client, experiment, uri)
     )

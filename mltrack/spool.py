@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mltrack import process, records, warmup
+from mltrack import process, records
 from mltrack.limits import redacted_stdout, tags
+from mltrack.warmup import STORES
 
 
 def spool_dir() -> Path:
@@ -131,7 +132,7 @@ def replay(path: Path, client: Any = None) -> Replayed:
     from mlflow.entities import RunTag
 
     header, lines, torn = read(path)
-    client = client or warmup.shared_client(header["tracking_uri"])
+    client = client or STORES.client(header["tracking_uri"])
     run_id = header["run_id"]
     done = Replayed()
     queue: list[records.Record] = []

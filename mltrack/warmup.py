@@ -3,9 +3,9 @@
 A tracked run's fixed cost is MLflow's import (about 1.5 s here), opening the store (its first
 query; creating a new sqlite store's tables takes 2 s more) and the probes that tag every run
 (hardware, the CPU's peak FLOP/s from the cache, git). None of it needs TensorFlow, torch or the
-data, so ``Experiment.main`` calls ``begin`` once the framework is imported, and the work runs
-on a thread while the main thread loads the data; ``start_run`` then takes the result with
-``tracking`` (which does the work itself if nothing was begun, as for runs opened from code).
+data, so ``Experiment.main`` calls ``Stores.begin`` once the framework is imported, and the work
+runs on a thread while the main thread loads the data; ``start_run`` then takes the result with
+``Stores.tracking`` (which does the work itself if nothing was begun, as for runs from code).
 Measured (2 cores; numpy's loops release the GIL): beside data loading the thread saves
 0.1-0.3 s; beside Keras' import it cost 0.8 s more than importing one after the other (two
 Python-heavy imports fight over the GIL and the import locks), so it does not start earlier.
@@ -13,8 +13,9 @@ Python-heavy imports fight over the GIL and the import locks), so it does not st
 Nothing is written here: an existing store is opened, a new one is left for ``start_run`` to
 create, with the experiment and the run, once the data loaded, so bad input leaves nothing.
 
-The result is kept per tracking URI for the life of the process: a study's runs, a sweep
-worker's trials and compare's report run share one client and one set of probes.
+The result is kept per tracking URI in a ``Stores`` registry, the process's ``STORES`` unless a
+caller passes its own: a study's runs, a sweep worker's trials and compare's report run share
+one client and one set of probes.
 """
 
 from __future__ import annotations
@@ -35,69 +36,78 @@ class Tracking:
 
 
 EXIT_WAIT_S = 10.0
-_lock = threading.Lock()
-_ready: dict[str, Tracking] = {}
-_pending: dict[str, tuple[threading.Thread, list[Tracking | BaseException]]] = {}
-_clients: dict[str, Any] = {}
 
 
-def shared_client(tracking_uri: str) -> Any:
-    """One ``MlflowClient`` per store for the whole process (creating one costs 0.1 s)."""
-    from mlflow import MlflowClient
+class Stores:
+    """The clients and probe results of the stores one process talks to: one ``MlflowClient``
+    per tracking URI (creating one costs 0.1 s), and each store's ``Tracking`` prepared once,
+    on a thread (``begin``) or on first use (``tracking``). The process has one, ``STORES``;
+    ``start_run``, ``mltrack sync``, sweeps and ``mltrack ui`` take it as an argument (a test
+    passes its own)."""
 
-    with _lock:
-        if tracking_uri not in _clients:
-            _clients[tracking_uri] = MlflowClient(tracking_uri=tracking_uri)
-        return _clients[tracking_uri]
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready: dict[str, Tracking] = {}
+        self._pending: dict[str, tuple[threading.Thread, list[Tracking | BaseException]]] = {}
+        self._clients: dict[str, Any] = {}
+
+    def client(self, tracking_uri: str) -> Any:
+        """The ``MlflowClient`` of ``tracking_uri``, made once."""
+        from mlflow import MlflowClient
+
+        with self._lock:
+            if tracking_uri not in self._clients:
+                self._clients[tracking_uri] = MlflowClient(tracking_uri=tracking_uri)
+            return self._clients[tracking_uri]
+
+    def _prepare(self, tracking_uri: str, experiment: str) -> Tracking:
+        db = sqlite_path(tracking_uri)
+        if db is None or db.exists():
+            # Open the store now. A new embedded store is left to start_run, which creates it
+            # once the data loaded: a command that fails on bad input leaves no store behind.
+            self.client(tracking_uri).get_experiment_by_name(experiment or "Default")
+        else:
+            import mlflow  # noqa: F401 - the import is most of the cost
+        hardware = detect_hardware()
+        return Tracking({**hardware_tags(hardware), **peak_tags(hardware), **git_tags()})
+
+    def begin(self, tracking_uri: str, experiment: str = "") -> None:
+        """Start preparing ``tracking_uri`` on a background thread (once per URI)."""
+        with self._lock:
+            if tracking_uri in self._ready or tracking_uri in self._pending:
+                return
+            box: list[Tracking | BaseException] = []
+
+            def work() -> None:
+                try:
+                    box.append(self._prepare(tracking_uri, experiment))
+                except BaseException as exc:  # handed to the main thread by tracking()
+                    box.append(exc)
+
+            thread = threading.Thread(target=work, name="mltrack-warmup", daemon=True)
+            self._pending[tracking_uri] = (thread, box)
+            thread.start()
+            # A process that ends early (bad input) lets the thread finish its reads; a store
+            # that does not answer does not hold the exit up for long.
+            atexit.register(thread.join, EXIT_WAIT_S)
+
+    def tracking(self, tracking_uri: str, experiment: str = "") -> Tracking:
+        """The probes' tags for ``tracking_uri`` (its client, opened, is ``client``'s); raises
+        what preparing it raised (an unreachable store, a bad URI) in the caller's thread."""
+        with self._lock:
+            if tracking_uri in self._ready:
+                return self._ready[tracking_uri]
+            pending = self._pending.pop(tracking_uri, None)
+        if pending is None:
+            prepared = self._prepare(tracking_uri, experiment)
+        else:
+            thread, box = pending
+            thread.join()
+            if isinstance(box[0], BaseException):
+                raise box[0]
+            prepared = box[0]
+        with self._lock:
+            return self._ready.setdefault(tracking_uri, prepared)
 
 
-def _prepare(tracking_uri: str, experiment: str) -> Tracking:
-    db = sqlite_path(tracking_uri)
-    if db is None or db.exists():
-        # Open the store now. A new embedded store is left to start_run, which creates it
-        # once the data loaded: a command that fails on bad input leaves no store behind.
-        shared_client(tracking_uri).get_experiment_by_name(experiment or "Default")
-    else:
-        import mlflow  # noqa: F401 - the import is most of the cost
-    hardware = detect_hardware()
-    return Tracking({**hardware_tags(hardware), **peak_tags(hardware), **git_tags()})
-
-
-def begin(tracking_uri: str, experiment: str = "") -> None:
-    """Start preparing ``tracking_uri`` on a background thread (once per URI)."""
-    with _lock:
-        if tracking_uri in _ready or tracking_uri in _pending:
-            return
-        box: list[Tracking | BaseException] = []
-
-        def work() -> None:
-            try:
-                box.append(_prepare(tracking_uri, experiment))
-            except BaseException as exc:  # handed to the main thread by tracking()
-                box.append(exc)
-
-        thread = threading.Thread(target=work, name="mltrack-warmup", daemon=True)
-        _pending[tracking_uri] = (thread, box)
-        thread.start()
-        # A process that ends early (bad input) lets the thread finish its reads; a store that
-        # does not answer does not hold the exit up for long.
-        atexit.register(thread.join, EXIT_WAIT_S)
-
-
-def tracking(tracking_uri: str, experiment: str = "") -> Tracking:
-    """The probes' tags for ``tracking_uri`` (its client, opened, is ``shared_client``'s);
-    raises what preparing it raised (an unreachable store, a bad URI) in the caller's thread."""
-    with _lock:
-        if tracking_uri in _ready:
-            return _ready[tracking_uri]
-        pending = _pending.pop(tracking_uri, None)
-    if pending is None:
-        prepared = _prepare(tracking_uri, experiment)
-    else:
-        thread, box = pending
-        thread.join()
-        if isinstance(box[0], BaseException):
-            raise box[0]
-        prepared = box[0]
-    with _lock:
-        return _ready.setdefault(tracking_uri, prepared)
+STORES = Stores()  # this process's

@@ -272,3 +272,15 @@ def test_the_first_stop_decision_stands_whichever_thread_makes_it(store, client)
     [r] = all_runs(client, "stops")
     assert r.data.tags["outcome"] == outcome
     assert r.data.tags[f"{outcome}_step"] == details[f"{outcome}_step"]
+
+
+def test_a_run_takes_the_clients_and_probes_of_the_registry_it_is_given(store, client):
+    """Issue 20: no process-wide state reached into; the registry is an argument."""
+    from mltrack.warmup import STORES, Stores
+
+    mine = Stores()
+    with start_run("registry", tracking_uri=store, stores=mine) as run:
+        assert run._client is mine.client(store) and run._client is not STORES.client(store)
+        tags = mine.tracking(store).tags
+    [r] = all_runs(client, "registry")
+    assert r.data.tags["hw.fingerprint"] == tags["hw.fingerprint"]

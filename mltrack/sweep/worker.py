@@ -67,9 +67,10 @@ class Sweep:
 
     def _end_orphans(self) -> None:
         """Runs of this experiment left RUNNING by dead processes end FAILED before we start."""
-        from mltrack import doctor, warmup
+        from mltrack import doctor
+        from mltrack.warmup import STORES
 
-        client = warmup.shared_client(self.tracking_uri)
+        client = STORES.client(self.tracking_uri)
         ids = doctor.experiment_ids(client, self.cfg.experiment or self.experiment.name)
         orphans = doctor.find(client, ids, stale_after_s=max(self.args.grace_period * 3, 600))
         doctor.end(self.tracking_uri, orphans)
