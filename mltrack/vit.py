@@ -44,6 +44,8 @@ def fit_with_trainer(
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Train ``classifier`` in place as ``cfg`` (cifar_torch's, resolved) says; returns the
     last epoch's record with the summary, and the ``test_*`` metrics."""
+    # compute_metrics needs scikit-learn: imported now, not inside epoch 0's val_wall_s.
+    import sklearn.metrics  # noqa: F401 - compute_metrics needs it; not in epoch 0 val_wall_s
     import torch
     from torch import nn
     from transformers import PrinterCallback, Trainer, TrainingArguments

@@ -176,8 +176,13 @@ def http_get(url: str) -> tuple[int, bytes]:
         return 0, b""
 
 
-def check_timing_model(client, run_id: str, train_samples: int) -> None:
-    """The definitions of mltrack.ledger, the same for Keras and torch (tests/test_torch.py)."""
+def check_timing_model(client, run_id: str, train_samples: int, validation_s: float) -> None:
+    """The definitions of mltrack.ledger, the same for Keras and torch (tests/test_torch.py).
+
+    ``validation_s``: one validation pass over the same data, timed by the test right after
+    training: the reference ``val_wall_s`` is held to, so the check holds on a busy machine
+    too (a fixed share of the epoch did not: training slows more than evaluation there).
+    """
     history = {
         key: [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
         for key in ("train_wall_s", "val_wall_s", "epoch_wall_s", "samples_per_s")
@@ -185,8 +190,8 @@ def check_timing_model(client, run_id: str, train_samples: int) -> None:
     for train, val, epoch, rate in zip(*history.values(), strict=True):
         assert train > 0 and val > 0 and train + val <= epoch * (1 + 1e-9)
         assert rate == approx(train_samples / train, rel=1e-6)
-        # validation as large as training: a real share of the epoch, not a rounding error
-        assert 0.05 < val / epoch < 0.8, (train, val, epoch)
+        # the validation pass itself: not a rounding error, not the training steps
+        assert 0.2 * validation_s < val < train + 10 * validation_s, (train, val, validation_s)
 
 
 def check_efficiency(client, run) -> None:
