@@ -40,6 +40,7 @@ class Published:
     baseline: str  # the group whose figures divide the others' in the ratio columns
     ratio: tuple[str, ...]  # the metrics compared as ratios to the baseline
     figures: tuple[Figure, ...]
+    dataset: str = ""  # what the seed measured on ("": per row, in ``where``)
 
 
 @cache
@@ -60,6 +61,7 @@ def load(path: Path = DATA) -> tuple[Published, ...]:
                     )
                     for r in t["row"]
                 ),
+                t.get("dataset", ""),
             )
             for t in raw["table"]
         )
@@ -120,6 +122,14 @@ def beside(table: Published, runs: Sequence[tuple[Mapping[str, str], Result]]) -
         out.rows.append([*row, figure.source])
     if any(not f.where for f in table.figures):
         out.notes.append("rows without a matching key (other machines) are the seed's only")
+    other = sorted(
+        {v.get("dataset", "") for v, _ in runs} - {table.dataset, ""} if table.dataset else set()
+    )
+    if other:
+        out.notes.append(
+            f"the seed measured on {table.dataset}, these runs on {', '.join(other)}: compare "
+            "the ratios, not the values"
+        )
     return out
 
 

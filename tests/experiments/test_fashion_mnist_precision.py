@@ -58,6 +58,7 @@ def test_seed_protocol_trains_fp16_on_nan_and_sets_the_published_table_beside(
     assert f"| 0.9026 | {fp32_accuracy:.4f} (n=2) |" in accuracy
     assert "| double | total_wall_s | 1m 14s | – |" in out  # no fp64 run here
     assert "trained every epoch on NaN" in out
+    assert "the seed measured on fashion_mnist, these runs on digits" in out
 
 
 def test_mltrack_protocol_stops_at_the_first_nan(run_module, client, store, capsys):
