@@ -130,6 +130,10 @@ def test_enqueued_trials_end_as_optuna_says_with_one_parent(tmp_path, client):
             ["--heartbeat-interval", "10", "--grace-period", "2"],
             "--grace-period: got 2, expected more seconds than --heartbeat-interval (10)",
         ),
+        (  # equal is too short too: a heartbeat a moment late fails a live trial
+            ["--heartbeat-interval", "60"],  # the default grace period
+            "--grace-period: got 60, expected more seconds than --heartbeat-interval (60)",
+        ),
         (["--epochs", "0"], "--epochs: got 0, expected an integer >= 1"),
     ],
 )
