@@ -16,9 +16,9 @@ from mltrack.uris import resolve_tracking_uri
 
 def newest_experiment(uri: str) -> str | None:
     """The id of the experiment that changed last and has runs (the one to open first)."""
-    from mlflow import MlflowClient
+    from mltrack.warmup import STORES
 
-    client = MlflowClient(tracking_uri=uri)
+    client = STORES.client(uri)  # creates a new store's tables before `mlflow ui` opens it
     for experiment in client.search_experiments(order_by=["last_update_time DESC"]):
         if client.search_runs([experiment.experiment_id], max_results=1):
             return str(experiment.experiment_id)
@@ -100,13 +100,12 @@ def _ui(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     """Regenerate the seeds' comparisons from the store."""
-    from mlflow import MlflowClient
-
     from mltrack import compare
     from mltrack.analysis import Target
+    from mltrack.warmup import STORES
 
     uri = resolve_tracking_uri(args.tracking_uri)
-    client = MlflowClient(tracking_uri=uri)
+    client = STORES.client(uri)
     selection = compare.select(
         client,
         experiment=args.experiment,
@@ -147,12 +146,11 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     """End orphaned RUNNING runs as FAILED, with the reason."""
-    from mlflow import MlflowClient
-
     from mltrack import doctor
+    from mltrack.warmup import STORES
 
     uri = resolve_tracking_uri(args.tracking_uri)
-    client = MlflowClient(tracking_uri=uri)
+    client = STORES.client(uri)
     ids = doctor.experiment_ids(client, args.experiment)
     if args.experiment and not ids:
         raise UsageError(f"--experiment: got {args.experiment!r}, expected an existing experiment")

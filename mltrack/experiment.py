@@ -219,7 +219,9 @@ class Experiment(Generic[C, D]):
             quiet_frameworks(cfg.verbose, self.framework)
             # MLflow's import, the store and the probes load on a thread while the data loads
             # (after the framework's import, which a thread would only slow down: warmup.py).
-            STORES.begin(which_tracking_uri(cfg.tracking_uri or None), cfg.experiment or self.name)
+            uri = which_tracking_uri(cfg.tracking_uri or None)
+            STORES.begin(uri, cfg.experiment or self.name)
+            STORES.opened(uri)  # a refused store or experiment before any data loads
             data = self.load_data(cfg)
         except UsageError as exc:
             print(f"{self.prog}: error: {exc}", file=sys.stderr)

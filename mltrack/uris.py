@@ -28,6 +28,14 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
 
 
+DATABASES = ("sqlite", "postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy store's
+
+
+def is_database(uri: str) -> bool:
+    """Whether ``uri`` names a database (``postgresql+psycopg://...`` included)."""
+    return uri.partition(":")[0].partition("+")[0] in DATABASES
+
+
 def default_artifact_location(uri: str) -> str | None:
     """Artifacts of an sqlite store live beside the database (``mlruns/artifacts``).
 

@@ -9,7 +9,9 @@ import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from mltrack.creation import creation_lock
 from mltrack.run import Run, start_run, tag_run
+from mltrack.warmup import STORES
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +19,7 @@ log = logging.getLogger(__name__)
 @contextlib.contextmanager
 def shared_parent(
     study: Any,
+    storage: str,
     experiment: str,
     name: str,
     params: Mapping[str, Any],
@@ -25,18 +28,31 @@ def shared_parent(
 ) -> Iterator[Run]:
     """The study's parent run: opened by the first worker, attached to by the others.
 
-    Its id is kept in the study. The worker that opened it ends it through the run lifecycle
-    (FAILED if that worker failed); any other worker brings it back to FINISHED when it ends
-    normally, so the last worker to finish leaves its final state.
+    Its id is kept in the study. Looking it up and creating it happen under the ``parent``
+    lock of the study's ``storage`` (``mltrack.creation``), so workers started together still
+    share one. The worker that opened it ends it through the run lifecycle (FAILED if that
+    worker failed); any other worker brings it back to FINISHED when it ends normally, so the
+    last worker to finish leaves its final state, and removes an ``error`` tag an earlier
+    failure left, which is then no longer true.
     """
-    existing = study.user_attrs.get("mlflow_parent_run_id")
-    if not existing:
-        with start_run(
-            experiment, run_name=name, params=params, tags=tags, tracking_uri=tracking_uri
-        ) as run:
-            study.set_user_attr("mlflow_parent_run_id", run.run_id)
+    STORES.client(tracking_uri)  # opened (created if new) before the lock: locks do not nest
+    with contextlib.ExitStack() as owned:
+        with creation_lock(storage, "parent"):
+            existing = study.user_attrs.get("mlflow_parent_run_id")
+            if not existing:
+                run = owned.enter_context(
+                    start_run(
+                        experiment,
+                        run_name=name,
+                        params=params,
+                        tags=tags,
+                        tracking_uri=tracking_uri,
+                    )
+                )
+                study.set_user_attr("mlflow_parent_run_id", run.run_id)
+        if not existing:
             yield run
-        return
+            return
     run = Run.attach(existing, tracking_uri)
     try:
         yield run
@@ -44,6 +60,9 @@ def shared_parent(
         run.detach()  # this worker's failure is not the study's
         raise
     run.finish()
+    client = STORES.client(tracking_uri)
+    if "error" in client.get_run(run.run_id).data.tags:
+        client.delete_tag(run.run_id, "error")
 
 
 def mark_best(parent: Run, study: Any) -> None:

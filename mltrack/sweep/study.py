@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mltrack.errors import bad_value
+from mltrack.creation import open_once
+from mltrack.errors import UsageError, bad_value
 from mltrack.limits import redact_uri
 from mltrack.sweep.args import SweepArgs
 from mltrack.sweep.space import SearchSpace
@@ -23,13 +24,19 @@ def open_storage(args: SweepArgs, on_stale: Any) -> Any:
     if args.storage.startswith("postgresql"):
         engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(
+        # Creating a new storage's tables is serialised between workers (mltrack.creation).
+        return open_once(
             args.storage,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=args.heartbeat_interval,
-            grace_period=args.grace_period,
-            heartbeat_stale_trial_callback=on_stale,
+            lambda: optuna.storages.RDBStorage(
+                args.storage,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=args.heartbeat_interval,
+                grace_period=args.grace_period,
+                heartbeat_stale_trial_callback=on_stale,
+            ),
         )
+    except UsageError:
+        raise
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0][:200]
         raise bad_value(

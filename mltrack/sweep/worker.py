@@ -25,6 +25,7 @@ from mltrack.sweep.parent import log_importances, log_plots, mark_best, shared_p
 from mltrack.sweep.space import SearchSpace, read_space_file
 from mltrack.sweep.study import counted, make_pruner, make_sampler, open_storage
 from mltrack.uris import resolve_tracking_uri
+from mltrack.warmup import STORES
 
 
 class Sweep:
@@ -47,6 +48,8 @@ class Sweep:
             args.trials = math.prod(len(v) for v in grid.values()) if grid else 20
         self.study_name = args.study or self.experiment.name
         self.tracking_uri = resolve_tracking_uri(self.cfg.tracking_uri or None)
+        # The MLflow store first: a deleted experiment leaves no Optuna study behind.
+        STORES.open_existing(self.tracking_uri, self.cfg.experiment or self.experiment.name)
         self.storage = open_storage(args, self._on_stale)
         self.data = self.experiment.load_data(self.cfg)
         self.parent: Run | None = None
@@ -68,7 +71,6 @@ class Sweep:
     def _end_orphans(self) -> None:
         """Runs of this experiment left RUNNING by dead processes end FAILED before we start."""
         from mltrack import doctor
-        from mltrack.warmup import STORES
 
         client = STORES.client(self.tracking_uri)
         ids = doctor.experiment_ids(client, self.cfg.experiment or self.experiment.name)
@@ -191,6 +193,7 @@ class Sweep:
         deadline = None if self.args.timeout is None else time.monotonic() + self.args.timeout
         with shared_parent(
             study,
+            self.args.storage,
             self.cfg.experiment or self.experiment.name,
             f"sweep {self.study_name}",
             self._parent_params(),
