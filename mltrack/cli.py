@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from mltrack.errors import UsageError
+from mltrack import records
+from mltrack.errors import UsageError, bad_value
 from mltrack.limits import redact_uri
 from mltrack.uris import resolve_tracking_uri
 
@@ -170,6 +171,8 @@ def _sync(args: argparse.Namespace) -> int:
 
     folder = Path(args.spool_dir) if args.spool_dir else spool.spool_dir()
     files = spool.pending(folder)
+    if args.discard:
+        return _discard(files, args.discard)
     synced = failed = 0
     for path in files:
         try:
@@ -179,6 +182,10 @@ def _sync(args: argparse.Namespace) -> int:
             done = spool.replay(path)
         except Exception as exc:
             failed += 1
+            refused = records.refusal(exc)
+            if refused:
+                print(f"{path.name}: {spool.refused_advice(path, refused)}")
+                continue
             reason = redact_uri((str(exc).splitlines() or [type(exc).__name__])[0][:200])
             print(f"{path.name}: store still unavailable, kept ({reason})")
             continue
@@ -194,6 +201,22 @@ def _sync(args: argparse.Namespace) -> int:
             )
     print(f"{synced} of {len(files)} journal(s) synced from {folder}")
     return 1 if failed else 0
+
+
+def _discard(files: list[Path], run_ids: list[str]) -> int:
+    """``mltrack sync --discard RUN_ID``: delete those runs' journals, undelivered records
+    included (the way out for a run whose experiment is gone for good)."""
+    from mltrack import spool
+
+    by_run = {spool.run_of(path): path for path in files}
+    unknown = [r for r in run_ids if r not in by_run]
+    if unknown:
+        known = ", ".join(by_run) or "(none)"
+        raise bad_value("--discard", unknown[0], f"the run id of a kept journal: {known}")
+    for run_id in run_ids:
+        spool.discard(by_run[run_id])
+        print(f"{run_id}: journal discarded, its undelivered records with it")
+    return 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -291,6 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     syn.add_argument(
         "--spool-dir", default="", help="default: MLTRACK_SPOOL_DIR or ~/.cache/mltrack/spool"
+    )
+    syn.add_argument(
+        "--discard",
+        nargs="+",
+        default=[],
+        metavar="RUN_ID",
+        help="delete these runs' journals instead of delivering them (a run whose experiment "
+        "was deleted for good)",
     )
     syn.set_defaults(handler=_sync)
 

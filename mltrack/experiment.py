@@ -28,7 +28,7 @@ from mltrack.limits import redact_uri
 from mltrack.outcomes import describe, outcome_of
 from mltrack.precision import Resolved, resolve
 from mltrack.report import Result, results_table
-from mltrack.run import Run, sigterm_as_exception, start_run
+from mltrack.run import REFUSED, Run, refused_line, sigterm_as_exception, start_run
 from mltrack.uris import resolve_tracking_uri, which_tracking_uri
 from mltrack.warmup import STORES
 
@@ -237,6 +237,9 @@ class Experiment(Generic[C, D]):
             return 143
         print()
         print(self.report(results))
+        if REFUSED:
+            print(f"{self.prog}: {refused_line()}", file=sys.stderr)
+            return 1
         uri = resolve_tracking_uri(cfg.tracking_uri or None)
         print(
             f"\nRuns are in {redact_uri(uri)}. Browse them with:\n  {mltrack_command()} ui"

@@ -142,6 +142,23 @@ def next_unit(records: list[Record]) -> list[Record]:
     return unit
 
 
+def refusal(exc: BaseException) -> str:
+    """Why the store refuses a run for good ("" if ``exc`` may pass: an outage, a timeout).
+
+    MLflow answers a run that is deleted, or whose experiment is deleted, with
+    ``INVALID_PARAMETER_VALUE`` "must be in the 'active' state", and a run it does not have
+    with ``RESOURCE_DOES_NOT_EXIST``, from a database store and a server alike: retrying
+    changes neither, restoring the experiment (or run) does.
+    """
+    code = getattr(exc, "error_code", "")
+    message = (str(exc).splitlines() or [""])[0]
+    if code == "RESOURCE_DOES_NOT_EXIST" or (
+        code == "INVALID_PARAMETER_VALUE" and "must be in the 'active' state" in message
+    ):
+        return message[:200]
+    return ""
+
+
 def deliver(client: Any, run_id: str, unit: list[Record]) -> None:
     """Send one unit (``next_unit``) to the run in the store; raise if the store refuses."""
     from mlflow.entities import Metric, Param, RunTag

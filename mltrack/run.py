@@ -61,6 +61,10 @@ HEARTBEAT_INTERVAL_S = 30.0
 
 EpochHook = Callable[[int, Mapping[str, float]], None]
 
+# The runs of this process the store refused for good (run id -> why), in the order they
+# ended: a command reports them in its last line and exits non-zero (their journals are kept).
+REFUSED: dict[str, str] = {}
+
 
 def _client(tracking_uri: str, stores: Stores | None = None) -> Any:
     return (stores or STORES).client(tracking_uri)
@@ -87,6 +91,7 @@ class Run:
         self._error = ""
         self._details: dict[str, str] = {}
         self._latest: dict[str, Point] = {}  # each metric's last point: what a model links to
+        self.refused = ""  # why the store refused the run for good, once it did (``finish``)
         self.epoch_hooks: list[EpochHook] = []
         self.monitor: Any = None  # MLflow's SystemMetricsMonitor, when asked for
         self.journal = Journal(spool_dir(), run_id, tracking_uri)
@@ -95,6 +100,7 @@ class Run:
             journal=lambda batch: self.journal.append(encode(r) for r in batch),
             heartbeat=self._heartbeat,
             heartbeat_interval_s=HEARTBEAT_INTERVAL_S,
+            refusal=records.refusal,
         )
 
     # -- verbs ------------------------------------------------------------------------------
@@ -230,10 +236,24 @@ class Run:
                 return
             except Exception as exc:
                 reason = limits.redact_uri(str(exc).splitlines()[0][:200] if str(exc) else "")
+                self.refused = records.refusal(exc)
+        self.refused = self.refused or self.sink.refused
         try:
             self.journal.append([{"type": "end", "status": status}])
         except OSError as exc:
             log.error("run %s: could not journal its end (%s): it stays RUNNING", self.run_id, exc)
+            return
+        if self.refused:
+            REFUSED[self.run_id] = self.refused
+            log.error(
+                "run %s: the store refuses it for good (%s); everything it logged is kept in "
+                "%s: restore it in MLflow and run `mltrack sync` (which says how), or drop the "
+                "records with `mltrack sync --discard %s`",
+                self.run_id,
+                self.refused,
+                self.journal.path,
+                self.run_id,
+            )
             return
         log.error(
             "run %s could not be ended on %s (%s); everything it logged is in %s: run "
@@ -262,6 +282,17 @@ class Run:
 def _folder(artifact_file: str) -> str | None:
     parent = str(Path(artifact_file).parent)
     return None if parent == "." else parent
+
+
+def refused_line() -> str:
+    """One line for the end of a command whose runs the store refused for good (``REFUSED``)."""
+    ids = ", ".join(REFUSED)
+    why = next(iter(REFUSED.values()), "")
+    return (
+        f"the store refused run(s) {ids} for good ({why}); their records are kept in the "
+        "journal: restore the experiment and run `mltrack sync`, or `mltrack sync --discard "
+        "RUN_ID` to drop them"
+    )
 
 
 def tag_run(tracking_uri: str, run_id: str, tags: Mapping[str, Any]) -> None:

@@ -44,8 +44,10 @@ class Sink:
         max_retry_interval_s: float = 30.0,
         heartbeat: Callable[[], None] | None = None,
         heartbeat_interval_s: float = 30.0,
+        refusal: Callable[[Exception], str] | None = None,
     ) -> None:
         self._deliver = deliver
+        self._refusal = refusal
         self._journal = journal
         self._flush_interval_s = flush_interval_s
         self._retry_interval_s = retry_interval_s
@@ -60,6 +62,7 @@ class Sink:
         self._kicked = False
         self._closed = False
         self._failing = False
+        self._refused = ""
         self._written = 0
         self._cpu_s = 0.0
         self._threads = [
@@ -110,6 +113,13 @@ class Sink:
             return len(self._incoming) + self._journaling + len(self._outgoing)
 
     @property
+    def refused(self) -> str:
+        """Why the store refuses these records for good ("" unless it does): the sender then
+        stops, ``flush`` and ``close`` return False at once, and the journal keeps them."""
+        with self._cond:
+            return self._refused
+
+    @property
     def written(self) -> int:
         """Records delivered (each metric point counts one)."""
         with self._cond:
@@ -135,9 +145,15 @@ class Sink:
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until everything put so far is delivered; False if the timeout came first."""
-        return self._wait(
-            lambda: not (self._incoming or self._journaling or self._outgoing), timeout_s
-        )
+        if not self._wait(
+            lambda: (
+                bool(self._refused) or not (self._incoming or self._journaling or self._outgoing)
+            ),
+            timeout_s,
+        ):
+            return False
+        with self._cond:
+            return not self._refused
 
     def close(self, timeout_s: float | None = None) -> bool:
         """Journal everything, wait at most ``timeout_s`` for delivery, stop. All delivered?"""
@@ -196,6 +212,9 @@ class Sink:
                     self._cond.wait(timeout=self._flush_interval_s)
                 if self._closed and (not self._outgoing or self._failing):
                     return
+                if self._refused:  # nothing more will pass; the journal keeps it all
+                    self._cond.wait(timeout=self._flush_interval_s)
+                    continue
                 unit = next_unit(self._outgoing)
             if not unit:
                 continue
@@ -203,8 +222,14 @@ class Sink:
             try:
                 self._deliver(unit)
             except Exception as exc:  # the store is away: keep the unit at the head, retry
+                refused = self._refusal(exc) if self._refusal is not None else ""
                 with self._cond:
                     self._cpu_s += time.thread_time() - start
+                    if refused:
+                        log.error("the tracking store refuses this run for good: %s", refused)
+                        self._refused = refused
+                        self._cond.notify_all()
+                        continue
                     if not self._failing:
                         reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
                         log.warning(

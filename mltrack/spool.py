@@ -182,6 +182,40 @@ def replay(path: Path, client: Any = None) -> Replayed:
     return done
 
 
+def run_of(path: Path) -> str:
+    """The id of the run a journal belongs to (its header's)."""
+    return str(read(path)[0]["run_id"])
+
+
+def discard(path: Path) -> None:
+    """Delete a journal and its artifact copies, undelivered records included."""
+    path.unlink(missing_ok=True)
+    shutil.rmtree(path.with_suffix(".files"), ignore_errors=True)
+
+
+def refused_advice(path: Path, refused: str) -> str:
+    """What to do with a journal whose run the store refuses for good (``records.refusal``)."""
+    header = read(path)[0]
+    run_id = header["run_id"]
+    client = STORES.client(header["tracking_uri"])
+    try:
+        run = client.get_run(run_id)
+        experiment = client.get_experiment(run.info.experiment_id)
+    except Exception:  # the run itself is gone (purged): only discarding is left
+        restore = "the run is gone from the store"
+    else:
+        restore = (
+            "restore it with `mlflow experiments restore --experiment-id "
+            f"{experiment.experiment_id}`"
+            if experiment.lifecycle_stage == "deleted"
+            else f"restore it with `mlflow runs restore --run-id {run_id}`"
+        )
+    return (
+        f"the store refuses run {run_id} for good ({refused}), kept: {restore} and sync again, "
+        f"or drop its records with `mltrack sync --discard {run_id}`"
+    )
+
+
 def pending(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
 
