@@ -16,6 +16,7 @@ from typing import Any
 
 from mltrack.errors import bad_value
 from mltrack.fetch import metric_histories
+from mltrack.outcomes import counted, other_outcomes
 from mltrack.report import Table, fraction, mean_spread, seconds
 
 NOISY_CV = 0.05  # steady epoch time varying more than this across repeats is called out
@@ -24,19 +25,22 @@ LOST_SHARE = 0.10  # a run that lost more of the machine's CPU than this is call
 _LOWER_IS_BETTER = re.compile(r"(loss|error|_s$|wall|time|cost)")
 
 
-def completed(selection: Any) -> list[tuple[Any, str]]:
-    return [
-        (run, group)
-        for run, group in zip(selection.runs, selection.groups, strict=True)
-        if run.data.tags.get("outcome", "completed") == "completed"
-    ]
+def _all_by_group(selection: Any) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for run, group in zip(selection.runs, selection.groups, strict=True):
+        out.setdefault(group, []).append(run)
+    return out
 
 
 def _by_group(selection: Any) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for run, group in completed(selection):
-        out.setdefault(group, []).append(run)
-    return out
+    """Every group of the selection, in order, with its runs that count (``counted``); a
+    group with none maps to an empty list, so a table can say so rather than drop it."""
+    return {
+        group: [r for r in runs if counted(r)] for group, runs in _all_by_group(selection).items()
+    }
+
+
+NONE_COMPLETED = "no completed run"
 
 
 def lost_share(run: Any) -> float:
@@ -57,10 +61,15 @@ def speed_table(selection: Any) -> Table:
         f"Speed and efficiency by {selection.key}",
         [
             *(selection.key, "runs", "total wall", "median", "min"),
-            *("steady samples/s", "TFLOP/s", "MFU", "lost to other load"),
+            *("steady samples/s", "TFLOP/s", "MFU", "lost to other load", "not counted"),
         ],
     )
+    everything = _all_by_group(selection)
     for group, runs in _by_group(selection).items():
+        others = other_outcomes(everything[group]) or "–"
+        if not runs:
+            table.rows.append([group, "0", NONE_COMPLETED, *["–"] * 6, others])
+            continue
 
         def metric(key: str, runs: list[Any] = runs) -> list[float]:
             return [r.data.metrics[key] for r in runs if key in r.data.metrics]
@@ -77,8 +86,13 @@ def speed_table(selection: Any) -> Table:
                 _cell(metric("steady_achieved_tflops")),
                 _cell(metric("steady_mfu"), fraction),
                 fraction(max(lost_share(r) for r in runs)),
+                others,
             ]
         )
+    table.notes.append(
+        "runs: those that completed (and seed-002 runs that trained on through NaN); "
+        "not counted: the others by outcome, running included"
+    )
     table.notes.append(
         "median over runs; MFU = achieved TFLOP/s / the peak of the run's compute dtype "
         "(tags hw.peak_tflops.*); lost = steal + other processes' CPU / the machine's capacity"
@@ -165,7 +179,9 @@ def time_to_target(
             if price is not None:
                 costs.append(price * wall / 3600)
         row = [group, str(len(runs)), f"{len(walls)} of {len(runs)}"]
-        if walls:
+        if not runs:
+            row = [group, "0", NONE_COMPLETED, "–", "–", "–"]
+        elif walls:
             median = statistics.median(walls)
             row += [f"{statistics.median(epochs):g}", seconds(median), seconds(min(walls))]
         else:
@@ -180,8 +196,11 @@ def parity_table(client: Any, selection: Any, reference: str, tolerance: float) 
     """Per epoch, each group's val_loss and val_accuracy minus the reference group's run with
     the same seed (each repeat has its own seed); the first epoch over ``tolerance``."""
     groups = _by_group(selection)
-    if reference not in groups:
-        raise bad_value("--parity", reference, f"a group with completed runs: {', '.join(groups)}")
+    if not groups.get(reference):
+        with_runs = [g for g, runs in groups.items() if runs]
+        raise bad_value(
+            "--parity", reference, f"a group with completed runs: {', '.join(with_runs)}"
+        )
     by_seed = {r.data.params.get("seed"): r for r in groups[reference]}
     ids = [r.info.run_id for runs in groups.values() for r in runs]
     history = {key: metric_histories(client, ids, key) for key in ("val_loss", "val_accuracy")}
@@ -192,6 +211,8 @@ def parity_table(client: Any, selection: Any, reference: str, tolerance: float) 
     for group, runs in groups.items():
         if group == reference:
             continue
+        if not runs:
+            table.notes.append(f"{group}: {NONE_COMPLETED}")
         for run in runs:
             seed = run.data.params.get("seed")
             twin = by_seed.get(seed)

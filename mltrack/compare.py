@@ -23,6 +23,7 @@ from mltrack import published
 from mltrack.analysis import Target, noise_caveats, parity_table, speed_table, time_to_target
 from mltrack.errors import UsageError, bad_value
 from mltrack.fetch import CURVE_RUNS, metric_histories, sample, search_all
+from mltrack.outcomes import counted, run_outcome
 from mltrack.report import (
     PRECISION_ROWS,
     SUMMARY_METRICS,
@@ -51,12 +52,7 @@ class Selection:
     @property
     def results(self) -> list[Result]:
         return [
-            Result(
-                g,
-                r.data.tags.get("outcome", r.info.status.lower()),
-                dict(r.data.metrics),
-                r.data.tags,
-            )
+            Result(g, run_outcome(r), dict(r.data.metrics), r.data.tags)
             for r, g in zip(self.runs, self.groups, strict=True)
         ]
 
@@ -216,12 +212,7 @@ def leaderboard(
     Machines are ranked on the most common workload of the selection only (the same
     experiment, data, model, epochs, batch and precision); other runs are left out, and said so.
     """
-    finished = [
-        r
-        for r in selection.runs
-        if r.data.tags.get("outcome", "completed") == "completed"
-        and "total_wall_s" in r.data.metrics
-    ]
+    finished = [r for r in selection.runs if counted(r) and "total_wall_s" in r.data.metrics]
     if not finished:
         raise UsageError("no completed runs with a total_wall_s to rank")
     workloads = [workload(r) for r in finished]
@@ -264,7 +255,7 @@ def histories(client: Any, selection: Selection, metric: str) -> dict[str, list[
     (evenly sampled: a chart's mean needs no more), fetched in bulk."""
     by_group: dict[str, list[str]] = {}
     for run, group in zip(selection.runs, selection.groups, strict=True):
-        if run.data.tags.get("outcome", "completed") == "completed":
+        if counted(run):
             by_group.setdefault(group, []).append(run.info.run_id)
     chosen = {group: sample(ids) for group, ids in by_group.items()}
     found = metric_histories(client, (i for ids in chosen.values() for i in ids), metric)

@@ -8,6 +8,7 @@ compare's report run); ``mltrack.run`` ends runs with it, ``mltrack.report`` and
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from mltrack.errors import Terminated
 
@@ -28,6 +29,41 @@ def averaged(outcome: str, tags: Mapping[str, str]) -> bool:
     """Whether a run's figures count in a comparison's means: it completed, or it diverged and
     trained on through every epoch, as the seed-002 notebook's fp16 runs did."""
     return outcome == "completed" or (outcome == "diverged" and tags.get(TRAINED_ON_TAG) == "true")
+
+
+# A run without an ``outcome`` tag (one mltrack has not ended: still training, or its process
+# died before ``mltrack doctor`` ended it; or a run logged by other code) is what its status says.
+BY_STATUS = {
+    "RUNNING": "running",
+    "SCHEDULED": "running",
+    "FINISHED": "completed",
+    "FAILED": "failed",
+    "KILLED": "killed",
+}
+
+
+def run_outcome(run: Any) -> str:
+    """A stored run's outcome (``run``: an ``mlflow.entities.Run``): ``running`` while MLflow
+    says RUNNING, whatever its tags say, else its ``outcome`` tag, else ``BY_STATUS``."""
+    status = run.info.status
+    if BY_STATUS.get(status) == "running":
+        return "running"
+    return run.data.tags.get("outcome") or BY_STATUS.get(status, status.lower())
+
+
+def counted(run: Any) -> bool:
+    """Whether a stored run's figures count in a comparison (``averaged``): the one rule
+    ``mltrack compare``'s tables, leaderboard, curves, ``--target`` and ``--parity`` share."""
+    return averaged(run_outcome(run), run.data.tags)
+
+
+def other_outcomes(runs: Any) -> str:
+    """``running 1, failed 2``: how the runs that do not count ended ("" if all count)."""
+    found: dict[str, int] = {}
+    for run in runs:
+        if not counted(run):
+            found[run_outcome(run)] = found.get(run_outcome(run), 0) + 1
+    return ", ".join(f"{outcome} {n}" for outcome, n in sorted(found.items()))
 
 
 OOM_ERRORS = ("OutOfMemoryError", "ResourceExhaustedError", "MemoryError")

@@ -213,3 +213,28 @@ def test_a_tracking_server_gets_concurrent_per_run_calls(store_with_runs, client
     over_http = metric_histories(Http(), ids, "total_wall_s")
     assert over_http == metric_histories(client, ids, "total_wall_s")
     assert over_http and all(len(steps) >= 1 for steps in over_http.values())
+
+
+def test_runs_that_never_ended_are_listed_not_counted(store, capsys, client):
+    """A run still RUNNING (training, or SIGKILLed before `mltrack doctor`) has partial
+    epochs: no table, target or curve counts it; each says how many there are (issue 18)."""
+    for wall in (10.0, 12.0):
+        run_id = log_run(store, "fp32", {**m(1, 1, wall, 0.9, 0.3), "val_accuracy": 0.9})
+        for epoch, value in enumerate((0.5, 0.9)):
+            client.log_metric(run_id, "val_accuracy", value, step=epoch)
+            client.log_metric(run_id, "epoch_wall_s", wall / 2, step=epoch)
+    experiment = client.get_experiment_by_name("study").experiment_id
+    for precision in ("fp32", "bf16"):  # alive as far as MLflow knows, never ended
+        run = client.create_run(experiment, tags={"precision": precision, **CPU})
+        client.log_param(run.info.run_id, "precision", precision)
+        client.log_metric(run.info.run_id, "total_wall_s", 1.0)
+        client.log_metric(run.info.run_id, "val_accuracy", 0.95, step=0)
+        client.log_metric(run.info.run_id, "epoch_wall_s", 0.5, step=0)
+    code, out, _ = compare(store, capsys, "--target", "val_accuracy=0.8")
+    assert code == 0, out
+    speed = next(line for line in out.splitlines() if line.startswith("| fp32 | 2 | 11"))
+    assert speed.endswith("| running 1 |")
+    assert "| bf16 | 0 | no completed run |" in out
+    assert "| fp32 | 2 | 2 of 2 | 2 | 11.00s |" in out
+    assert "| bf16 | 0 | no completed run | – | – | – |" in out
+    assert "| bf16 | 1 | running 1 |" in out  # the seed-002 table lists it by outcome
