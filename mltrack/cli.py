@@ -229,9 +229,9 @@ def _sweep(args: argparse.Namespace) -> int:
     try:
         with sigterm_as_exception():
             study = sweep.run()
-    except (KeyboardInterrupt, Terminated):
+    except (KeyboardInterrupt, Terminated) as exc:
         print("mltrack sweep: stopped; the trial in progress ended as KILLED", file=sys.stderr)
-        return 130
+        return 130 if isinstance(exc, KeyboardInterrupt) else 143  # as the experiments do
     summary = sweep.summary(study)
     print(summary)
     return 0

@@ -272,3 +272,81 @@ def test_three_postgres_workers_one_starved_30s_one_killed_on_shipped_defaults(t
             r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
         ]
         assert len(children) == len([t for t in trials if t.state != TrialState.WAITING])
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stopped_worker_ends_its_trial_in_optuna_and_mlflow(tmp_path, client, signum, code):
+    """SIGTERM (a scheduler, `docker stop`) and Ctrl-C end the trial in progress in both
+    stores, with its outcome, instead of leaving it RUNNING for another worker to reap."""
+    storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    worker = subprocess.Popen(
+        [*SWEEP, "--epochs", "200", "--trials", "3", "--storage", storage, "--study", "stop"],
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def training() -> bool:
+        runs = [r for r in all_runs(client) if "optuna.trial" in r.data.tags]
+        return bool(runs) and bool(client.get_metric_history(runs[0].info.run_id, "loss"))
+
+    wait_until(training, 300, "a trial to train")
+    worker.send_signal(signum)
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == code, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    [trial] = optuna.load_study(study_name="stop", storage=storage).trials
+    assert trial.state == TrialState.FAIL and trial.user_attrs["outcome"] == "killed"
+    run = client.get_run(trial.user_attrs["mlflow_run_id"])
+    assert (run.info.status, run.data.tags["outcome"]) == ("KILLED", "killed")
+    assert counted([trial]) == 0  # not a result: a restarted sweep runs it again
+
+
+def test_a_starved_worker_whose_trial_was_reaped_goes_on_cleanly(tmp_path, client):
+    """A worker stopped (SIGSTOP: starved) for longer than the grace period has its trial
+    failed as stale and retried by another; when it runs again it stops that trial, says why
+    in one line, and goes on: no "Cannot tell a FAIL trial" traceback, no crash recorded."""
+    storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    common = [*SWEEP, "--storage", storage, "--study", "starved", "--trials", "3"]
+    common += ["--heartbeat-interval", "1", "--grace-period", "3", "--pruner", "none"]
+    common += ["--space-precision", "fp32", "--space-batch-size", "64"]
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*common, *args],
+            cwd=tmp_path,
+            env=env_for(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    starved = start("--epochs", "400")
+
+    def training() -> bool:
+        runs = [r for r in all_runs(client) if "optuna.trial" in r.data.tags]
+        return bool(runs) and bool(client.get_metric_history(runs[0].info.run_id, "loss"))
+
+    wait_until(training, 300, "the first worker's trial to train")
+    os.kill(starved.pid, signal.SIGSTOP)
+    try:
+        other = start("--epochs", "1", "--sampler-seed", "1")
+        out, err = other.communicate(timeout=300)
+        assert other.returncode == 0, err[-3000:]
+    finally:
+        os.kill(starved.pid, signal.SIGCONT)
+    out, err = starved.communicate(timeout=300)
+    assert starved.returncode == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert "was failed as stale by another worker" in out
+    trials = optuna.load_study(study_name="starved", storage=storage).trials
+    [reaped] = [t for t in trials if t.number == 0]
+    assert reaped.state == TrialState.FAIL
+    [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert retry.state == TrialState.COMPLETE
+    run = client.get_run(reaped.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and "stale" in run.data.tags["error"]
+    parent = [r for r in all_runs(client) if r.data.tags.get("mltrack.role") == "study"]
+    assert len(parent) == 1 and "error" not in parent[0].data.tags

@@ -67,11 +67,12 @@ def make_pruner(args: SweepArgs, epochs: int) -> Any:
 
 
 def counted(trials: Sequence[Any]) -> int:
-    """Trials that count towards --trials: finished, and not a dead worker's (it is retried)."""
+    """Trials that count towards --trials: finished, and neither a dead worker's (it is
+    retried) nor one a stopped worker was interrupted in (``outcome`` killed: not a result)."""
     from optuna.trial import TrialState
 
     return sum(
         t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        or (t.state == TrialState.FAIL and "outcome" in t.user_attrs)
+        or (t.state == TrialState.FAIL and t.user_attrs.get("outcome", "killed") != "killed")
         for t in trials
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 from mltrack.config import quiet_frameworks
 from mltrack.environment import detect_hardware
-from mltrack.errors import UsageError, bad_value
+from mltrack.errors import Terminated, UsageError, bad_value
 from mltrack.experiment import mltrack_command
 from mltrack.limits import redact_uri
 from mltrack.outcomes import describe, outcome_of
@@ -28,6 +28,20 @@ from mltrack.uris import resolve_tracking_uri
 from mltrack.warmup import STORES
 
 
+def quiet_optuna(verbose: bool) -> None:
+    """Keep Optuna's messages the user cannot act on off the terminal unless ``--verbose``:
+    its per-trial INFO lines and "failed with value nan" warnings (mltrack prints each trial's
+    outcome itself), "There are no complete trials" from its plots, and the
+    ``ExperimentalWarning`` of the heartbeat settings and ``fail_stale_trials`` (used
+    knowingly: they are how workers tell a dead worker from a slow one)."""
+    import optuna
+
+    if verbose:
+        return
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
 class Sweep:
     def __init__(self, args: SweepArgs) -> None:
         self.args = args
@@ -35,6 +49,7 @@ class Sweep:
         self.cfg = self.experiment.parse(args.passthrough)
         self.cfg.for_sweep(args.passthrough)
         quiet_frameworks(self.cfg.verbose, self.experiment.framework)
+        quiet_optuna(self.cfg.verbose)
         hardware = detect_hardware()
         space = SearchSpace.default(self.cfg, hardware)
         if args.space_file:
@@ -53,6 +68,8 @@ class Sweep:
         self.storage = open_storage(args, self._on_stale)
         self.data = self.experiment.load_data(self.cfg)
         self.parent: Run | None = None
+        self.interrupted: BaseException | None = None  # what stopped the worker mid-trial
+        self.reaped: int | None = None  # this worker's trial, failed as stale by another
         # Optuna collects garbage after each trial (a trial's model must not stay in memory
         # for the next). The framework's modules and the data live as long as the worker:
         # frozen, the collector skips them, which made each collection 0.27 s -> milliseconds.
@@ -144,7 +161,11 @@ class Sweep:
 
             def report(epoch: int, metrics: Any) -> None:
                 if single and watched in metrics and math.isfinite(metrics[watched]):
-                    trial.report(metrics[watched], epoch)
+                    try:
+                        trial.report(metrics[watched], epoch)
+                    except optuna.exceptions.UpdateFinishedTrialError:
+                        run.stop("failed", self._reaped_note(trial.number))
+                        return
                     if trial.should_prune():
                         run.stop("pruned", epoch=epoch)
 
@@ -162,12 +183,24 @@ class Sweep:
             outcome, error = "failed", str(exc)
         except Exception as exc:
             outcome, error = outcome_of(exc), describe(exc)
+        except (KeyboardInterrupt, Terminated) as exc:
+            # Ctrl-C or SIGTERM: the run ended KILLED on its way out; Optuna's trial ends too
+            # (FAIL, outcome killed) rather than staying RUNNING until another worker's grace
+            # period reaps and retries it. The loop re-raises once optimize has stored it.
+            self.interrupted = exc
+            outcome, error = "killed", type(exc).__name__
         missing = [o.metric for o in self.args.objectives if o.metric not in metrics]
         if outcome == "completed" and missing:
             outcome, error = "failed", f"objective metric(s) {missing} not reported by the run"
-        trial.set_user_attr("outcome", outcome)
-        if error:
-            trial.set_user_attr("error", redact_uri(error)[:500])
+        try:
+            trial.set_user_attr("outcome", outcome)
+            if error:
+                trial.set_user_attr("error", redact_uri(error)[:500])
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Optuna's tell refuses it too ("Cannot tell a FAIL trial"), and only raises that
+            # cleanly after an objective that raised: _optimize_one says why in one line.
+            self.reaped = trial.number
+            raise
         # Optuna's state follows the outcome: completed COMPLETE, pruned PRUNED, else FAIL.
         if outcome == "pruned":
             raise optuna.TrialPruned()
@@ -179,7 +212,6 @@ class Sweep:
     def run(self) -> Any:
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(
             study_name=self.study_name,
             storage=self.storage,
@@ -212,12 +244,7 @@ class Sweep:
         return study
 
     def _loop(self, study: Any, deadline: float | None) -> None:
-        from optuna.exceptions import ExperimentalWarning
         from optuna.storages import fail_stale_trials
-
-        # fail_stale_trials is marked experimental (since 2.9); it is how a worker that is
-        # waiting for others notices a dead one, so we call it knowingly.
-        warnings.filterwarnings("ignore", category=ExperimentalWarning)
 
         checked = -math.inf
         while deadline is None or time.monotonic() < deadline:
@@ -238,9 +265,32 @@ class Sweep:
                 continue
             if self.args.sampler == "grid" and self.sampler.is_exhausted(study):
                 break
+            self._optimize_one(study)
+            if self.interrupted is not None:
+                raise self.interrupted
+
+    def _optimize_one(self, study: Any) -> None:
+        """One trial through Optuna. A trial another worker failed as stale while this one ran
+        it (this worker was starved of CPU for longer than the grace period) cannot be told:
+        Optuna raises "Cannot tell a FAIL trial"; it is said in one line and the loop goes on
+        (the other worker queued its retry)."""
+        try:
             study.optimize(
                 self.objective, n_trials=1, gc_after_trial=True, callbacks=[self.print_progress]
             )
+        except ValueError:
+            if self.reaped is None:
+                raise
+            print(self._reaped_note(self.reaped), flush=True)
+        finally:
+            self.reaped = None
+
+    def _reaped_note(self, number: int) -> str:
+        return (
+            f"trial {number} was failed as stale by another worker (this worker sent no "
+            f"heartbeat for over --grace-period {self.args.grace_period:g}s: starved of CPU); "
+            "its retry runs it again"
+        )
 
     def summary(self, study: Any) -> str:
         from optuna.trial import TrialState
