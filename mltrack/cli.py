@@ -82,20 +82,11 @@ def _ui(args: argparse.Namespace) -> int:
         if newest
         else f"{base}/#/experiments?{MODEL_TRAINING}"
     )
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", args.host, "--port", str(args.port)]
     print(f"MLflow UI for {redact_uri(uri)}: {where}", flush=True)
-    os.execv(sys.executable, command)
+    # The store by environment (MLflow's CLI reads it), so a password in it is on no command
+    # line: `ps` shows every user the arguments of every process, not its environment.
+    os.execve(sys.executable, command, {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri})
     return 0  # pragma: no cover - execv does not return
 
 

@@ -7,7 +7,10 @@ live in one place (style.md, principle 4):
 - values of secret-looking keys (``password``, ``token``, ``api_key``, ``*_key`` ...) read
   ``<redacted>``;
 - credentials inside any URI-shaped text (``postgresql://user:pass@host/db``, also inside a
-  longer string such as a sweep's pass-through flags) read ``scheme://user:<redacted>@host``;
+  longer string such as a sweep's pass-through flags) read ``scheme://user:<redacted>@host``,
+  the password found by the parser that reads the URI (SQLAlchemy's ``make_url`` for a
+  database, ``urllib.parse`` for the rest), so whatever it accepts (``/``, ``:``, ``+`` ...)
+  is hidden;
 - values longer than MLflow keeps are cut with a warning.
 
 Nothing here talks to a store: the caller's dicts are never mutated, new ones are returned.
@@ -32,8 +35,13 @@ MAX_METRICS_PER_BATCH = 1000  # mlflow.utils.validation.MAX_METRICS_PER_BATCH
 REDACTED = "<redacted>"
 
 _SECRET_KEY = re.compile(r"(password|passwd|secret|token|api_?key|credential|(^|[_.])key$)", re.I)
-# scheme://user:password@  (the password may hold anything but '@', '/' and white space)
-_URI_CREDENTIALS = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@\s]*):(?P<secret>[^@/\s]+)@")
+# A URI-shaped word of a longer text (it ends at white space, as a URI on a command line does).
+_URI = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*)://\S+")
+# SQLAlchemy's database dialects: their URLs are read by make_url, not by a generic URL parser.
+_DATABASES = {
+    *("postgresql", "postgres", "mysql", "mariadb", "sqlite", "mssql", "oracle"),
+    *("cockroachdb", "redshift", "snowflake", "trino", "duckdb", "clickhouse"),
+}
 _UNSAFE_METRIC_KEY = re.compile(r"[^\w\-. /]")
 
 
@@ -42,8 +50,37 @@ def is_secret(key: str) -> bool:
 
 
 def redact_uri(text: str) -> str:
-    """Hide the password of every ``scheme://user:password@`` in ``text``."""
-    return _URI_CREDENTIALS.sub(rf"\g<head>:{REDACTED}@", text)
+    """Hide the password of every ``scheme://user:password@...`` in ``text``: the characters
+    the URI's own parser reads as the password become ``<redacted>``."""
+    return _URI.sub(lambda m: _redact_one(m.group(0), m.group("scheme")), text)
+
+
+def _redact_one(uri: str, scheme: str) -> str:
+    head = len(scheme) + 3  # past "scheme://"
+    if scheme.split("+")[0].lower() in _DATABASES:
+        # make_url: user "[^:/]*", ":", password "[^@]*", "@", host... (sqlalchemy.engine.url)
+        try:
+            from sqlalchemy.engine import make_url
+
+            password = make_url(uri).password
+        except Exception:  # not a URL SQLAlchemy reads: no connection would take it either
+            password = None
+        if password is None:
+            return uri
+        colon = uri.index(":", head)
+        return f"{uri[: colon + 1]}{REDACTED}{uri[uri.index('@', colon) :]}"
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        password = parts.password
+    except ValueError:
+        return uri
+    if password is None:
+        return uri
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return uri.replace(parts.netloc, f"{user}:{REDACTED}@{host}", 1)
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

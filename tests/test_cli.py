@@ -8,6 +8,8 @@ import subprocess
 import sys
 import urllib.request
 
+import psutil
+
 from mltrack.run import start_run
 from tests.conftest import http_get, ui_server
 
@@ -41,6 +43,11 @@ def test_ui_serves_the_store_on_loopback(store, tmp_path):
         listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
         bound = [line.split()[3] for line in listening.splitlines() if f":{port}" in line]
         assert bound and all(addr.startswith("127.0.0.1:") for addr in bound), bound
+        # The store (a URI that may hold a password) reaches MLflow by environment: on no
+        # process's command line (`ps` shows them to every user).
+        lines = [" ".join(p.info["cmdline"] or ()) for p in psutil.process_iter(["cmdline"])]
+        serving = [line for line in lines if "mlflow" in line and str(port) in line]
+        assert serving and not [line for line in serving if "mlflow.db" in line], serving
 
 
 def test_help_is_fast_and_lists_ui():

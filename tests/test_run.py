@@ -9,7 +9,7 @@ import pytest
 
 from mltrack.data import fingerprint
 from mltrack.errors import Terminated
-from mltrack.limits import REDACTED
+from mltrack.limits import REDACTED, redact_uri
 from mltrack.run import STATUS, start_run
 from tests.conftest import all_runs
 
@@ -284,3 +284,33 @@ def test_a_run_takes_the_clients_and_probes_of_the_registry_it_is_given(store, c
         tags = mine.tracking(store).tags
     [r] = all_runs(client, "registry")
     assert r.data.tags["hw.fingerprint"] == tags["hw.fingerprint"]
+
+
+@pytest.mark.parametrize("char", [chr(c) for c in range(33, 127)])
+def test_every_password_a_uri_parser_accepts_is_redacted(char):
+    """Each printable character inside a password, as the URI's own parser reads it: raw where
+    the parser takes it raw, percent-encoded where it must be (``@`` for SQLAlchemy, ``/`` ``?``
+    ``#`` ``@`` for http); the password is in no output, the rest of the URI is."""
+    from urllib.parse import quote, urlsplit
+
+    from sqlalchemy.engine import make_url
+
+    for scheme, parse in (
+        ("postgresql+psycopg", lambda u: make_url(u).password),
+        ("https", lambda u: urlsplit(u).password),
+    ):
+        password = f"Xy9{char}k+Qz"
+        uri = f"{scheme}://alice:{password}@db.example:5432/optuna?x=1"
+        try:
+            readable = parse(uri) == password
+        except ValueError:
+            readable = False
+        if not readable:
+            password = f"Xy9{quote(char, safe='')}k+Qz"
+            uri = f"{scheme}://alice:{password}@db.example:5432/optuna?x=1"
+        text = f"could not reach {uri} (timeout)"
+        redacted = redact_uri(text)
+        assert password not in redacted, (char, redacted)
+        assert redacted == (
+            f"could not reach {scheme}://alice:<redacted>@db.example:5432/optuna?x=1 (timeout)"
+        ), char

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 from mlflow import MlflowClient
 
 from tests.conftest import env_for, epochs_logged, http_get, start_training, wait_until
@@ -268,7 +269,10 @@ def test_basic_auth_refuses_requests_without_credentials(tmp_path):
 def test_planted_passwords_reach_no_param_tag_or_artifact(tmp_path):
     """A sweep against a basic-auth server with the password in --tracking-uri, and with a
     password in its PostgreSQL --storage URL: neither is logged anywhere."""
-    admin_password, db_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+    # The database password holds what a URL's userinfo may hold raw and SQLAlchemy accepts
+    # (issue 18: one with "/" leaked); the admin's what the http URL parser accepts.
+    admin_password = secrets.token_urlsafe(12) + "!$&'()*+,;="
+    db_password = secrets.token_urlsafe(12) + "/k+Q:z!$&'()*,;=[]"
     config = tmp_path / "auth.ini"
     config.write_text(
         "[mlflow]\ndefault_permission = READ\n"
@@ -293,22 +297,34 @@ def test_planted_passwords_reach_no_param_tag_or_artifact(tmp_path):
             env=server_env,
         ),
     ):
-        # trust authentication: PostgreSQL ignores the password, mltrack must not log it
+        # trust authentication: PostgreSQL ignores the password, mltrack must not log it. The
+        # storage goes by OPTUNA_STORAGE, as Optuna's CLI takes it: on no command line.
         storage = pg.replace("mltrack@", f"mltrack:{db_password}@") + "/optuna"
         tracking = f"http://admin:{admin_password}@127.0.0.1:{port}"
-        result = subprocess.run(
+        sweep = subprocess.Popen(
             [
                 *(sys.executable, "-m", "mltrack.cli", "sweep"),
                 *("experiments.fashion_mnist_precision", "--dataset", "digits", "--no-export"),
-                *("--epochs", "1", "--trials", "2", "--storage", storage),
+                *("--epochs", "1", "--trials", "2"),
                 *("--tracking-uri", tracking, "--sampler", "random", "--pruner", "none"),
             ],
             cwd=tmp_path,
-            env=env_for(tmp_path),
-            capture_output=True,
+            env={**env_for(tmp_path), "OPTUNA_STORAGE": storage},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=600,
         )
+        on_command_lines: set[tuple[int, str]] = set()
+        while sweep.poll() is None:
+            for process in psutil.process_iter(["pid", "cmdline"]):
+                line = " ".join(process.info["cmdline"] or ())
+                for secret in (admin_password, db_password):
+                    if secret in line and process.info["pid"] != sweep.pid:
+                        on_command_lines.add((process.info["pid"], line))
+            time.sleep(0.2)
+        out, err = sweep.communicate()
+        result = subprocess.CompletedProcess(sweep.args, sweep.returncode, out, err)
+        assert not on_command_lines  # only the sweep's own, where the test put the admin's
         assert result.returncode == 0, result.stderr[-3000:]
         for secret in (admin_password, db_password):
             assert secret not in result.stdout + result.stderr

@@ -59,8 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage",
         default="",
-        help=f"Optuna storage (default {DEFAULT_STORAGE}; postgresql://... to "
-        "share one study among many workers)",
+        help=f"Optuna storage (default: OPTUNA_STORAGE, as Optuna's CLI reads it, or "
+        f"{DEFAULT_STORAGE}; postgresql://... to share one study among many workers; a URI "
+        "with a password belongs in OPTUNA_STORAGE, not on a command line every user's ps shows)",
     )
     parser.add_argument("--sampler", choices=("tpe", "random", "grid"), default="tpe")
     parser.add_argument("--sampler-seed", type=int, default=None)
@@ -112,7 +113,7 @@ def from_namespace(ns: argparse.Namespace, passthrough: list[str]) -> SweepArgs:
         trials=ns.trials,
         timeout=ns.timeout,
         study=ns.study,
-        storage=ns.storage or DEFAULT_STORAGE,
+        storage=ns.storage or os.environ.get("OPTUNA_STORAGE") or DEFAULT_STORAGE,
         sampler=ns.sampler,
         pruner=ns.pruner,
         objectives=[Objective.parse(o) for o in ns.objective or ["val_accuracy:max"]],
