@@ -74,6 +74,12 @@ def test_enqueued_trials_end_as_optuna_says_with_one_parent(tmp_path, client):
         study.enqueue_trial(params)
     result = sweep(tmp_path, "--epochs", "3", "--trials", "4", "--sampler", "random", *SPACE)
     assert result.returncode == 0, result.stderr[-3000:]
+    # Optuna's messages the user cannot act on stay off the terminal (mltrack says each
+    # trial's outcome itself): no per-trial log lines, no "failed with value nan" for the
+    # diverged trial, no ExperimentalWarning, no "There are no complete trials".
+    terminal = result.stdout + result.stderr
+    for noise in ("ExperimentalWarning", "no complete trials", "[W ", "[I ", "value nan"):
+        assert noise not in terminal, terminal[-3000:]
     trials = study.get_trials()
     assert len(trials) == 4 == counted(trials)
     runs = all_runs(client)
