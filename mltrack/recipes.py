@@ -27,6 +27,7 @@ run as written (the experiment logs them as ``seed.deviations``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,26 @@ DEVIATIONS = (
 )
 
 
+BATCH_NORM = ("resnet50", "resnet50_torchvision", "efficientnet_b0")  # the models whose layers include BatchNorm
+DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+
+def check_device(device: str) -> None:
+    """``UsageError`` naming ``--device`` unless this machine has it (CUDA devices counted by
+    torch, as training will use them)."""
+    if not DEVICE.fullmatch(device):
+        raise bad_value("--device", device, "auto, cpu, cuda or cuda:N")
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        have = f"cuda:0 to cuda:{count - 1}" if count else "no CUDA device here"
+        raise bad_value("--device", device, f"auto, cpu or a device this machine has ({have})")
+
+
 def can_pin(device: str) -> bool:
     """Whether a DataLoader can pin memory for this ``--device``: only with a GPU to copy to
     (PyTorch ignores ``pin_memory=True`` without one, with a warning). Torch-free: NVML."""
@@ -179,6 +200,12 @@ def validate(cfg: Any) -> None:
             raise bad_value(f"--{name.replace('_', '-')}", getattr(cfg, name), "a number >= 0")
     if cfg.test_batch_size < 1:
         raise bad_value("--test-batch-size", cfg.test_batch_size, "an integer >= 1")
+    if cfg.batch_size == 1 and cfg.model in BATCH_NORM:
+        raise bad_value(
+            "--batch-size", 1, f"2 or more: {cfg.model} has BatchNorm layers, which cannot "
+            "train on a batch of one sample"
+        )  # fmt: skip
+    check_device(cfg.device)
     if cfg.learning_rate <= 0:
         raise bad_value("--learning-rate", cfg.learning_rate, "a number > 0")
     _validate_pretrained(cfg.model, cfg.pretrained)

@@ -134,6 +134,24 @@ def loader_batch_sizes(loader: Any) -> list[int]:
     return [b] * full + ([] if loader.drop_last or rest == 0 else [rest])
 
 
+def batch_norm_drop(model: nn.Module, sizes: list[int]) -> int:
+    """How many samples to drop from the end of each training epoch: a last micro-batch of one
+    sample when ``model`` has BatchNorm layers, which cannot normalise over one sample in
+    training mode ("Expected more than 1 value per channel"); dropped as ``drop_last`` would.
+
+    ``ValueError`` if every training batch is of one sample (``batch_size`` 1).
+    """
+    batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if not batch_norm or not sizes or sizes[-1] != 1:
+        return 0
+    if len(sizes) == 1 or sizes[0] == 1:
+        raise ValueError(
+            "batch_size: got 1, expected 2 or more for a model with BatchNorm layers (it "
+            "cannot normalise a batch of one sample in training mode)"
+        )
+    return 1
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -283,6 +301,15 @@ def fit(
     )
     k = settings.accumulation_steps
     sizes = loader_batch_sizes(train_loader)
+    dropped = batch_norm_drop(model, sizes)
+    if dropped:
+        sizes = sizes[:-1]
+        run.log_params({"train.dropped_last_batch_samples": dropped})
+        print(
+            f"dropping each epoch's last training batch of {dropped} sample (BatchNorm cannot "
+            "train on one), as drop_last would",
+            flush=True,
+        )
     divide = settings.accumulation_loss == "divide"
     weights = [1 / k] * len(sizes) if divide else window_weights(sizes, k)
     ledger = Ledger(gpu_peak_mb=gpu_peak(device))
@@ -304,6 +331,8 @@ def fit(
         waited = started = time.perf_counter()
         for i, (x, y) in enumerate(_progress(train_loader, f"epoch {epoch + 1}/{epochs}")):
             data_wait += time.perf_counter() - waited
+            if i == len(weights):  # the last batch batch_norm_drop dropped
+                break
             x = _to_device(x, device, settings, CAST.get(precision))
             y = y.to(device, non_blocking=settings.non_blocking)
             outputs, loss = forward(model, x, y)

@@ -270,3 +270,35 @@ def test_the_deviations_are_written_down():
 
     assert module.EXPERIMENT.deviations == recipes.DEVIATIONS
     assert "Deviations" in (module.__doc__ or "")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-size", "1"], "--batch-size: got 1, expected 2 or more: resnet50 has BatchNorm"),
+        (["--device", "gpu0"], "--device: got 'gpu0', expected auto, cpu, cuda or cuda:N"),
+        (["--device", "cuda:7"], "--device: got 'cuda:7', expected auto, cpu or a device this"),
+    ]
+    + ([] if GPU else [(["--device", "cuda"], "--device: got 'cuda', expected auto, cpu or")]),
+)
+def test_what_the_model_or_machine_cannot_take_is_refused_at_parse_time(
+    run_module, tmp_path, args, message
+):
+    result = run_module(MODULE, *TINY, "--precision", "fp32", *args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    [line] = result.stderr.strip().splitlines()
+    assert message in line
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
+def test_a_last_training_batch_of_one_is_dropped_under_batchnorm(run_module, client):
+    """9 images at batch 8: the last batch of 1 crashed BatchNorm after the epoch's work."""
+    args = ["--dataset", "synthetic", "--synthetic-size", "9", "--batch-size", "8", "--epochs"]
+    result = run_module(MODULE, *args, "1", "--precision", "fp32", "--no-export")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "dropping each epoch's last training batch of 1 sample" in result.stdout
+    [run] = all_runs(client)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.dropped_last_batch_samples"] == "1"
+    assert run.data.metrics["optimizer_steps"] == 1  # the batch of 8 trained, the 1 did not
