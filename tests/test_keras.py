@@ -107,3 +107,42 @@ def test_flops_per_sample_from_the_layers_equal_the_hand_count(mk):
     from benchmarks.flops import count_keras, hand_count
 
     assert count_keras() == hand_count()
+
+
+@pytest.mark.parametrize(
+    ("samples", "batch", "k", "epochs"),
+    [(8, 2, 4, 1), (6, 2, 4, 1), (6, 2, 4, 2), (8, 4, 4, 1), (10, 2, 4, 2)],
+)
+def test_accumulation_equals_one_big_batch_per_window_partial_windows_included(
+    store, mk, samples, batch, k, epochs
+):
+    """k micro-batches of ``batch`` give the update of one batch of their samples, and an
+    epoch's last, partial window is applied too (Keras alone dropped or carried it: 8 samples
+    at batch 4 with k = 4 trained nothing, issue 19), as the PyTorch loop does."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(samples, 3)).astype("float32")
+    y = rng.normal(size=(samples, 1)).astype("float32")
+
+    def model(accumulate: int | None) -> Any:
+        keras.utils.set_random_seed(1)
+        built = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        built.compile(keras.optimizers.SGD(0.1, gradient_accumulation_steps=accumulate), "mse")
+        return built
+
+    accumulated, reference = model(k), model(None)
+    initial = [w.copy() for w in accumulated.get_weights()]
+    with start_run("accumulation", tracking_uri=store) as run:
+        mk.fit(run, accumulated, x, y, epochs=epochs, batch_size=batch, shuffle=False)
+    # The reference: per epoch, one optimizer step per window of k micro-batches, each window
+    # one batch of its samples (equal-sized micro-batches: Keras' mean of means is that mean).
+    window = batch * k
+    for _ in range(epochs):
+        for start in range(0, samples, window):
+            reference.train_on_batch(x[start : start + window], y[start : start + window])
+    for got, want, before in zip(
+        accumulated.get_weights(), reference.get_weights(), initial, strict=True
+    ):
+        assert not np.allclose(got, before)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

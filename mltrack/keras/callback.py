@@ -193,6 +193,47 @@ def callback(
     return Callback(run, samples_per_epoch=samples_per_epoch, on_divergence=on_divergence)
 
 
+class FlushAccumulation(keras.callbacks.Callback):
+    """Apply the epoch's last, partial gradient-accumulation window, as the PyTorch loop does.
+
+    Keras' ``gradient_accumulation_steps=k`` applies the summed gradients on every k-th
+    global step only: windows run across epochs, and a window left open at the end of training
+    never reaches the optimizer (k = 4 micro-batches over an 8-sample epoch at batch 4 trained
+    nothing, issue 19). At each epoch's last training batch (before validation), a window of
+    m < k micro-batches is applied here as Keras applies a full one (the mean of its m
+    micro-batch gradients, then clipping, weight decay and the update), the accumulators are
+    reset and the iteration counter moves to the next window, so every epoch starts a fresh
+    window. Keras' private optimizer methods do it (``keras/src/optimizers/base_optimizer``,
+    ``_backend_apply_gradients``), the same calls its own update makes. ``flushed`` counts the
+    partial windows applied (logged as ``accumulation.flushed_windows``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed = 0
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        steps = self.params.get("steps")
+        if steps is None or batch != steps - 1:
+            return
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        k = optimizer.gradient_accumulation_steps
+        open_ = int(optimizer._iterations.numpy()) % k
+        if open_ == 0:
+            return
+        variables = optimizer._trainable_variables
+        accumulated = [
+            optimizer._accumulated_gradients[optimizer._get_variable_index(v)] for v in variables
+        ]
+        grads = [keras.ops.divide(g, open_) for g in accumulated]
+        grads = optimizer._clip_gradients(grads)
+        optimizer._apply_weight_decay(variables)
+        optimizer._backend_update_step(grads, variables, optimizer.learning_rate)
+        optimizer._backend_reset_gradient_accumulators()
+        optimizer._iterations.assign_add(k - open_)
+        self.flushed += 1
+
+
 def dtype_tags(model: Any) -> dict[str, str]:
     """What the model really computes and stores in, read from its layers and variables, and
     its policy's name in mltrack's vocabulary (``precision``, for a user's own model)."""
@@ -241,6 +282,10 @@ def fit(
         watch_steps=watch_steps,
         on_divergence=on_divergence,
     )
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    flush = FlushAccumulation() if getattr(optimizer, "gradient_accumulation_steps", 0) else None
+    if flush is not None:
+        fit_kwargs["callbacks"] = [*fit_kwargs.get("callbacks", []), flush]
     model.fit(
         x,
         y,
@@ -253,6 +298,8 @@ def fit(
         verbose=fit_kwargs.pop("verbose", progress_verbosity()),
         **fit_kwargs,
     )
+    if flush is not None:
+        run.log_metrics({"accumulation_flushed_windows": float(flush.flushed)}, step=0)
     # The summary (logged at the end of training) and the last epoch's values (val_loss, ...).
     return {**cb.last_epoch, **cb.summary}
 
