@@ -17,7 +17,8 @@ Training: A Brief Review"). Defaults are the seed's code per model and arm (mltr
 Metrics add macro precision/recall/F1, top-5 and the ResNet50 files' F1 (f1_micro_batch_mean).
 mltrack's choices are flags: --model resnet50_torchvision, --precision auto, --loss-scaling,
 --accumulation-loss samples, --schedule constant, --no-augment, --pretrained none (--vit-size
-tiny on a CPU). pin_memory is what was asked, pin_memory_in_effect what ran (no GPU: no pinning).
+tiny on a CPU). pin_memory and device are what ran (no GPU: no pinning), the requests are
+pin_memory_requested and device_requested.
 Deviations (seed.deviations): uint8 data until the model normalises and resizes it; EfficientNet
 on torchvision's B0 and weights, apex O2 as torch.amp, no checkpoint selection or test flips;
 the ViT's preprocessing, learning rate, schedule and tuned accumulation are not recoverable.
@@ -76,6 +77,16 @@ class Config(ExperimentConfig):
         super().__post_init__()
         self.pin_memory_in_effect = self.pin_memory and recipes.can_pin(self.device)
 
+    def logged(self) -> dict[str, Any]:
+        """``pin_memory`` and ``device`` as in effect here; what was asked as ``*_requested``
+        (pinning needs a GPU to copy to; ``auto`` is a CUDA device or the CPU)."""
+        values = super().logged()
+        values["pin_memory_requested"] = values.pop("pin_memory")
+        values["pin_memory"] = values.pop("pin_memory_in_effect")
+        values["device_requested"] = self.device
+        values["device"] = recipes.resolved_device(self.device)
+        return values
+
     def expand(self) -> None:
         recipes.resolve(self)
 
@@ -86,6 +97,8 @@ class Config(ExperimentConfig):
 
 def load_data(cfg: Config) -> ArrayDataset:
     vision.ensure_pretrained(cfg.model, cfg.pretrained)  # offline: one line, before data or run
+    if cfg.pin_memory and not cfg.pin_memory_in_effect:  # one note, not torch's warnings
+        print("pin_memory: asked, not in effect: no GPU to copy to (param pin_memory=False)")
     if cfg.dataset == "synthetic":
         n = cfg.synthetic_size
         return synthetic.images((32, 32, 3), 10, n, max(n // 4, 8), cfg.seed)

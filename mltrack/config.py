@@ -116,6 +116,12 @@ class ExperimentConfig:
     def effective_batch_size(self) -> int:
         return self.batch_size * self.accumulation_steps
 
+    def logged(self) -> dict[str, Any]:
+        """The config as a run's params: each setting as in effect on this machine. A subclass
+        whose setting may not take effect logs what ran under the flag's name and the request
+        as ``<name>_requested`` (as ``precision`` and ``precision_requested``)."""
+        return dataclasses.asdict(self)
+
     def expand(self) -> None:
         """Expand convenience flags (``--tuned``) into the fields they stand for.
 

@@ -92,7 +92,7 @@ class Experiment(Generic[C, D]):
 
     def run_params(self, cfg: C, resolved: Resolved, data: D, repeat: int) -> dict[str, Any]:
         return {
-            **dataclasses.asdict(cfg),
+            **cfg.logged(),
             "seed": cfg.seed + repeat,
             "precision": resolved.resolved,
             "precision_requested": resolved.requested,
@@ -184,7 +184,7 @@ class Experiment(Generic[C, D]):
         with start_run(
             cfg.experiment or self.name,
             run_name=f"{self.name}-study",
-            params={**dataclasses.asdict(cfg), **self.seed_params(), **data.params(), **warm},
+            params={**cfg.logged(), **self.seed_params(), **data.params(), **warm},
             tags={"mltrack.role": "study", "mltrack.module": self.module},
             tracking_uri=cfg.tracking_uri or None,
         ) as parent:

@@ -132,7 +132,11 @@ DEVIATIONS = (
 )
 
 
-BATCH_NORM = ("resnet50", "resnet50_torchvision", "efficientnet_b0")  # the models whose layers include BatchNorm
+BATCH_NORM = (
+    "resnet50",
+    "resnet50_torchvision",
+    "efficientnet_b0",
+)  # the models whose layers include BatchNorm
 DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 
@@ -150,6 +154,16 @@ def check_device(device: str) -> None:
     if index >= count:
         have = f"cuda:0 to cuda:{count - 1}" if count else "no CUDA device here"
         raise bad_value("--device", device, f"auto, cpu or a device this machine has ({have})")
+
+
+def resolved_device(device: str) -> str:
+    """The device ``--device`` trains on: ``auto`` is ``cuda`` when torch sees one, else
+    ``cpu``."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def can_pin(device: str) -> bool:

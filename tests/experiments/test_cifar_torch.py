@@ -60,6 +60,9 @@ def test_defaults_are_the_seeds_code_per_model_and_arm():
         "seed",
     )
     assert resnet["pin_memory_in_effect"] == GPU  # nothing to pin memory for without a GPU
+    logged = EXPERIMENT.parse(["--dataset", "cifar10"]).logged()  # what ran; the request apart
+    assert (logged["pin_memory"], logged["pin_memory_requested"]) == (GPU, True)
+    assert (logged["device"], logged["device_requested"]) == ("cuda" if GPU else "cpu", "auto")
     tuned = parsed("--tuned")  # the perf files: fp16 autocast, no scaler, 2 steps of loss / 2
     assert (tuned["precision"], tuned["accumulation_steps"], tuned["loss_scaling"]) == (
         "mixed_fp16", 2, False,
@@ -91,14 +94,16 @@ def test_resnet50_is_the_seeds_cifar_network_and_exports_it(run_module, client, 
     """Must show: the exported network's first convolution is 3×3, stride 1, on 3 channels."""
     result = run_module(MODULE, *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "epoch 1/1" in result.stdout and "pin_memory" not in result.stderr
+    assert "epoch 1/1" in result.stdout and "pin_memory" not in result.stderr  # torch's warning
+    assert GPU or "pin_memory: asked, not in effect" in result.stdout  # one note instead
     [run] = all_runs(client)
     params, tags = run.data.params, run.data.tags
     assert run.info.status == "FINISHED" and tags["reload_ok"] == "true"
     assert (params["model"], params["precision"], params["clip_grad_value"]) == (
         "resnet50", "fp32", "0.01",
     )  # fmt: skip
-    assert params["pin_memory"] == "True" and params["pin_memory_in_effect"] == str(GPU)
+    assert params["pin_memory_requested"] == "True" and params["pin_memory"] == str(GPU)
+    assert "pin_memory_in_effect" not in params
     assert params["seed.deviations"].startswith("all models: images stay uint8")
     for key in (*TIMING, "learning_rate", "val_f1_micro_batch_mean", "val_top5_accuracy"):
         assert len(history(client, run, key)) == 1, key
