@@ -147,7 +147,7 @@ class Experiment(Generic[C, D]):
             resolved.resolved,
             repeat,
             run.outcome,
-            metrics,
+            {**run.latest, **metrics},  # loss_change and the rest the run logged itself
             run.error,
             run.stop_details,
             {k: str(v) for k, v in logged.items()},

@@ -118,6 +118,18 @@ def groups_of(
 SUMMARY_METRICS = ("total_wall_s", "total_cpu_s", "test_accuracy", "test_loss")
 
 
+# A training loss that moved less than this (relative) from the first epoch to the last did not
+# train: e.g. Keras' Adam under pure bf16, whose beta_2 = 0.999 rounds to 1.0 in bfloat16 so
+# every step is zero (README, precision notes).
+FLAT_LOSS = 1e-3
+
+
+def not_training(metrics: Mapping[str, float]) -> bool:
+    """Whether a run's training loss did not move over its epochs (two or more)."""
+    change = metrics.get("loss_change")
+    return change is not None and math.isfinite(change) and abs(change) < FLAT_LOSS
+
+
 def results_table(
     results: Sequence[Result],
     key: str = "precision",
@@ -135,6 +147,12 @@ def results_table(
         outcomes = ", ".join(f"{o} {n}" for o, n in counts.items())
         cells = [mean_spread([m[k] for m in completed if k in m]) for k in metrics]
         table.rows.append([group, str(len(members)), outcomes, *cells])
+        flat = sum(not_training(r.metrics) for r in members)
+        if flat:
+            table.notes.append(
+                f"{group}: the training loss of {flat} run(s) did not move over its epochs "
+                f"(less than {FLAT_LOSS:.1%}): it did not train (README, precision notes)"
+            )
     return table
 
 

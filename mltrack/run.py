@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import logging
+import math
 import os
 import signal
 import sys
@@ -92,6 +93,7 @@ class Run:
         self._details: dict[str, str] = {}
         self._latest: dict[str, Point] = {}  # each metric's last point: what a model links to
         self.refused = ""  # why the store refused the run for good, once it did (``finish``)
+        self._first_loss: float | None = None  # the first epoch's training loss
         self.epoch_hooks: list[EpochHook] = []
         self.monitor: Any = None  # MLflow's SystemMetricsMonitor, when asked for
         self.journal = Journal(spool_dir(), run_id, tracking_uri)
@@ -117,7 +119,20 @@ class Run:
         self._latest.update((p.key, p) for p in self.sink.log_many(metrics, step))
 
     def end_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        """Log an epoch's metrics (step = epoch) and send them now, then run the epoch hooks."""
+        """Log an epoch's metrics (step = epoch) and send them now, then run the epoch hooks.
+
+        From the second epoch on, ``loss_change`` is logged too: the training loss's change
+        since the first epoch, relative to it (``mltrack.report.not_training`` reads it).
+        """
+        loss = metrics.get("loss")
+        if loss is not None and math.isfinite(loss):
+            if self._first_loss is None:
+                self._first_loss = loss
+            elif self._first_loss:
+                metrics = {
+                    **metrics,
+                    "loss_change": (loss - self._first_loss) / abs(self._first_loss),
+                }
         self._latest.update((p.key, p) for p in self.sink.log_many(metrics, epoch, kick=True))
         for hook in self.epoch_hooks:
             hook(epoch, metrics)
@@ -210,6 +225,11 @@ class Run:
     def stop_details(self) -> dict[str, str]:
         """The tags the stop decision set (``diverged_epoch``, ...)."""
         return dict(self._details)
+
+    @property
+    def latest(self) -> dict[str, float]:
+        """Each metric's last logged value (what the store shows as the run's metrics)."""
+        return {key: point.value for key, point in self._latest.items()}
 
     @property
     def stopping(self) -> bool:

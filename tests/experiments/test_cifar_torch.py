@@ -267,6 +267,8 @@ def test_bf16_and_mixed_fp16_run_as_labelled_and_reload(run_module, client):
     assert result.returncode == 0, result.stderr[-3000:]
     ran = verified_children(client, {"bf16", "mixed_fp16"})
     assert all(r.data.tags["torch.precision_run"] == p for p, r in ran.items())
+    for run in ran.values():  # MFU <= 1 against the peak of what each dtype runs on
+        check_efficiency(client, run)
     assert "loss_scale" in ran["mixed_fp16"].data.metrics  # untuned arm: a GradScaler
 
 
