@@ -131,8 +131,9 @@ def train(cfg: Config, data: images.ImageFolder, run: Run) -> dict[str, float]:
     figure = learning_curves(model.history.history, f"cats vs dogs, {cfg.precision}, {cfg.loader}")
     run.log_figure(figure, "learning_curves.png")
     if cfg.export:
+        pixels = first_batch(test_data) * 255  # the loaders scale by 1/255; the export takes 0-255
         mk.export(
-            run, model, first_batch(test_data), precision=cfg.precision, register=cfg.register
+            run, model, pixels, precision=cfg.precision, register=cfg.register, rescale=1 / 255
         )
     return metrics
 

@@ -114,7 +114,10 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     )
     metrics = {**summary, **mk.evaluate(run, model, x_test, data.y_test, cfg.batch_size)}
     if cfg.export:
-        mk.export(run, model, x_test[:PROBE_SIZE], precision=cfg.precision, register=cfg.register)
+        probe = data.x_test[:PROBE_SIZE, ..., None]  # raw uint8 pixels: the export scales them
+        mk.export(
+            run, model, probe, precision=cfg.precision, register=cfg.register, rescale=1 / 255
+        )
     return metrics
 
 

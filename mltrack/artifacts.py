@@ -190,23 +190,43 @@ def _pinned(*packages: str) -> list[str]:
     return [f"{name}=={metadata.version(name).split('+')[0]}" for name in packages]
 
 
+def pixels_accepted(kind: str, probe: np.ndarray) -> str:
+    """What an image model's export takes ("" for other inputs): a batch of pixel values
+    0-255, uint8 or float, NHWC for Keras and NCHW for PyTorch (the model normalises them)."""
+    if probe.ndim != 4:
+        return ""
+    layout, shape = ("NCHW", probe.shape[1:]) if kind == "torch" else ("NHWC", probe.shape[1:])
+    size = "x".join(str(n) for n in shape)
+    return f"images {layout} (any batch) x {size}: uint8 or float pixel values 0-255"
+
+
 def save_mlflow_model(
     folder: Path, kind: str, probe: np.ndarray, outputs: np.ndarray, packages: list[str]
 ) -> Path:
     """An MLflow pyfunc model in ``folder/model`` (loaded by ``pyfunc_model``), to which the
     caller adds the format files it reads."""
     import mlflow
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
 
     path = folder / "model"
+    signature = infer_signature(probe, outputs)
+    metadata = None
+    accepts = pixels_accepted(kind, probe)
+    if accepts:
+        # MLflow enforces a tensor input's dtype exactly (uint8 is not float32), and images come
+        # as either: the input is described in the model's metadata instead (the model scales
+        # the pixels itself), the output keeps its schema.
+        signature = ModelSignature(outputs=signature.outputs)
+        metadata = {"mltrack.input": accepts}
     with contextlib.redirect_stdout(sys.stderr):
         mlflow.pyfunc.save_model(
             str(path),
             loader_module=Path(pyfunc_model.__file__).stem,
             code_paths=[pyfunc_model.__file__],
-            signature=infer_signature(probe, outputs),
+            signature=signature,
             input_example=probe[:EXAMPLE_ROWS],
             pip_requirements=_pinned("mlflow", "numpy", *packages),
+            metadata=metadata,
         )
     (path / pyfunc_model.CONFIG_FILE).write_text(json.dumps({"format": kind}) + "\n")
     return path
@@ -229,18 +249,34 @@ def _finish(
 
 
 def export_keras(
-    run: Run, model: Any, probe: np.ndarray, *, precision: str, register: str = ""
+    run: Run,
+    model: Any,
+    probe: np.ndarray,
+    *,
+    precision: str,
+    register: str = "",
+    rescale: float = 0.0,
 ) -> bool:
     """The Keras ``model`` as the run's logged model ``model``: architecture JSON, HDF5
     weights and a summary inside an MLflow pyfunc model, reloaded in the verifier process and
-    compared on ``probe`` (a batch of the model's inputs, NHWC for images) within the
-    tolerance of ``precision`` (mltrack's vocabulary). ``register``: also a new version of
+    compared on ``probe`` (a batch of the exported model's inputs: for images, NHWC pixel
+    values 0-255) within the tolerance of ``precision`` (mltrack's vocabulary). ``rescale``:
+    the factor the training data was scaled by outside the model (1/255): the export puts it
+    in front of the model, so it takes the raw pixels. ``register``: also a new version of
     that registered model name. Returns whether the reload matched (``reload_ok``); False,
     exporting nothing, for a run that was stopped (diverged, pruned)."""
     if skipped(run):
         return False
     import keras
 
+    if rescale:  # the model trained on scaled pixels: the export takes raw ones
+        model = keras.Sequential(
+            [
+                keras.Input(np.asarray(probe).shape[1:]),
+                keras.layers.Rescaling(rescale, dtype="float32"),
+                model,
+            ]
+        )
     with exporting(run) as folder:
         probe = np.asarray(probe)
         expected = _float32(model.predict(probe, verbose=0))

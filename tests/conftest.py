@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -207,45 +208,55 @@ def check_efficiency(client, run) -> None:
 
 # Loads a run's exported model with public APIs alone (no mltrack import) in a fresh process:
 # the format files with the framework, and the MLflow model with ``mlflow.pyfunc.load_model``
-# from ``runs:/ID/model``; each runs batches of 3 and 5 images, as a user deploying it would.
+# from ``runs:/ID/model``; each runs batches of 3 and 5 images of pixel values 0-255, as uint8
+# and as float32 (what the README promises a deployed image model takes), as a user would.
 RELOAD = {
     "keras": """
 import sys, keras, numpy as np
 model = keras.models.model_from_json(open(sys.argv[1] + "/model.json").read())
 model.load_weights(sys.argv[1] + "/model.weights.h5")
-def check(predict):
-    for n in (3, 5):
-        x = np.random.default_rng(n).integers(0, 255, (n, 32, 32, 3)).astype("uint8")
-        assert np.asarray(predict(x)).shape == (n, 10)
 check(lambda x: model.predict(x, verbose=0))
-numpy_in = lambda predict: predict
 """,
     "torch": """
 import sys, torch, numpy as np
 program = torch.export.load(sys.argv[1] + "/model.pt2").module()
 scripted = torch.jit.load(sys.argv[1] + "/model.torchscript.pt")
-def check(predict):
-    for n in (3, 5):
-        x = torch.randint(0, 255, (n, 3, 32, 32)).float()  # pixel values, as exported (NCHW)
-        assert tuple(predict(x).shape) == (n, 10)
-check(program)
-check(scripted)
-numpy_in = lambda predict: lambda x: np.asarray(predict(x.numpy()))
+for module in (program, scripted):
+    check(lambda x: module(torch.as_tensor(x).float()).detach().numpy())
 """,
 }
+CHECK = """
+import json, sys, numpy as np
+shape, classes = json.loads(sys.argv[3]), int(sys.argv[4])
+def check(predict):
+    for n in (3, 5):
+        pixels = np.random.default_rng(n).integers(0, 256, (n, *shape))
+        outputs = [np.asarray(predict(pixels.astype(t))) for t in ("uint8", "float32")]
+        assert all(o.shape[0] == n and o.size == n * classes for o in outputs), outputs
+        np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-3, atol=1e-3)
+"""
 PYFUNC = """
 import mlflow
-check(numpy_in(mlflow.pyfunc.load_model(f"runs:/{sys.argv[2]}/model").predict))
+check(mlflow.pyfunc.load_model(f"runs:/{sys.argv[2]}/model").predict)
 assert not [m for m in sys.modules if m == "mltrack" or m.startswith("mltrack.")]
 print("ok")
 """
 
 
-def reload_without_mltrack(client, run_id: str, framework: str, tmp_path: Path) -> None:
+def reload_without_mltrack(
+    client,
+    run_id: str,
+    framework: str,
+    tmp_path: Path,
+    shape: tuple[int, ...] | None = None,
+    classes: int = 10,
+) -> None:
+    """``shape``: one image's (default: CIFAR's, NHWC for Keras, NCHW for torch)."""
+    shape = shape or ((32, 32, 3) if framework == "keras" else (3, 32, 32))
     folder = client.download_artifacts(run_id, "model", str(tmp_path / "exported"))
-    script = RELOAD[framework] + PYFUNC
+    script = CHECK + RELOAD[framework] + PYFUNC
     result = subprocess.run(
-        [sys.executable, "-c", script, folder, run_id],
+        [sys.executable, "-c", script, folder, run_id, json.dumps(shape), str(classes)],
         capture_output=True,
         text=True,
         timeout=600,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import all_runs
+from tests.conftest import all_runs, reload_without_mltrack
 
 
 @pytest.mark.parametrize("loader", ["tf_data", "legacy"])
@@ -33,6 +33,8 @@ def test_synthetic_folder_trains_with_curves_and_fingerprint(run_module, client,
     assert "learning_curves.png" in artifacts
     [model] = client.search_logged_models([run.info.experiment_id])  # the export, as a model
     assert model.source_run_id == run.info.run_id
+    # The export takes raw pixels (uint8 or float 0-255): the loaders' 1/255 is in the model.
+    reload_without_mltrack(client, run.info.run_id, "keras", tmp_path, (150, 150, 3), classes=1)
 
 
 def test_real_dataset_needs_a_folder(run_module, tmp_path):

@@ -7,7 +7,12 @@ import statistics
 from pathlib import Path
 
 from mltrack import cli
-from tests.conftest import check_efficiency, study_runs, verified_children
+from tests.conftest import (
+    check_efficiency,
+    reload_without_mltrack,
+    study_runs,
+    verified_children,
+)
 
 
 def test_seed_protocol_trains_fp16_on_nan_and_sets_the_published_table_beside(
@@ -123,7 +128,7 @@ def test_mltrack_protocol_stops_at_the_first_nan(run_module, client, store, caps
     assert "| 1 | " in out and "| 1.00× |" in out  # the one machine leads its leaderboard
 
 
-def test_bf16_and_mixed_fp16_finish_and_their_exports_reload(run_module, client):
+def test_bf16_and_mixed_fp16_finish_and_their_exports_reload(run_module, client, tmp_path):
     result = run_module(
         "experiments.fashion_mnist_precision",
         "--dataset",
@@ -142,5 +147,7 @@ def test_bf16_and_mixed_fp16_finish_and_their_exports_reload(run_module, client)
     ran = verified_children(client, {"bf16", "mixed_fp16", "fp32"})
     for run in ran.values():  # MFU <= 1 whatever the dtype's peak (issue 19: mixed_fp16 was 6.9)
         check_efficiency(client, run)
+    # Raw pixels, uint8 or float 0-255 (the export scales them; it refused uint8 before).
+    reload_without_mltrack(client, ran["fp32"].info.run_id, "keras", tmp_path, (28, 28, 1))
     assert ran["bf16"].data.tags["keras.variable_dtypes"] == "bfloat16"
     assert ran["mixed_fp16"].data.tags["keras.hidden_compute_dtype"] == "float16"
