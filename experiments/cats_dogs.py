@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mltrack.config import ExperimentConfig
-from mltrack.data import DataUnavailable, images
+from mltrack.data import images
 from mltrack.errors import bad_value
 from mltrack.experiment import Experiment
 from mltrack.precision import output_dtype
@@ -37,6 +37,7 @@ CACHE = Path.home() / ".cache" / "mltrack"
 @dataclass
 class Config(ExperimentConfig):
     DATASETS: ClassVar[tuple[str, ...]] = ("cats_vs_dogs", "synthetic")
+    WRITES_DATA_DIR: ClassVar[tuple[str, ...]] = ("synthetic",)  # created if it is new
 
     precision: str = "fp32"  # the seed's default TensorFlow precision
     batch_size: int = 20
@@ -61,15 +62,11 @@ class Config(ExperimentConfig):
 
 def load_data(cfg: Config) -> images.ImageFolder:
     if cfg.dataset == "synthetic":
-        root = (
-            Path(cfg.data_dir)
-            if cfg.data_dir
-            else (CACHE / f"synthetic_cats_dogs_{cfg.synthetic_per_class}_{cfg.seed}")
+        cached = CACHE / f"synthetic_cats_dogs_{cfg.synthetic_per_class}_{cfg.seed}"
+        root = Path(cfg.data_dir) if cfg.data_dir else cached
+        return images.synthetic_folder(
+            root, cfg.synthetic_per_class, IMAGE_SIZE, cfg.seed, ours=not cfg.data_dir
         )
-        try:
-            return images.open_folder(root, "synthetic_cats_dogs")
-        except DataUnavailable:  # not written yet
-            return images.write_synthetic(root, cfg.synthetic_per_class, IMAGE_SIZE, cfg.seed)
     return images.open_folder(Path(cfg.data_dir))
 
 

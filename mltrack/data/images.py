@@ -8,6 +8,8 @@ The layout the seed's Kaggle archive unpacks to, and what ``image_dataset_from_d
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ SPLITS = ("train", "test")
 CLASSES = ("cats", "dogs")
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SEED_ARCHIVE = "https://storage.googleapis.com/data-lake-bucket-new/cat-vs-dogs-kaggle.zip"
+# Written last by write_synthetic: a folder without it was not (completely) written there.
+MARKER = "synthetic.json"
 
 
 @dataclass
@@ -90,10 +94,48 @@ def open_folder(root: Path, name: str = "cats_vs_dogs") -> ImageFolder:
     return ImageFolder(name, root, counts)
 
 
+def synthetic_folder(
+    root: Path, per_class: int, size: int = 150, seed: int = 0, *, ours: bool = False
+) -> ImageFolder:
+    """The synthetic folder in ``root``, written there first unless a complete one with these
+    settings is there. ``ours``: ``root`` is mltrack's own cache, where a folder an interrupted
+    run left half-written is written again; a user's ``--data-dir`` holding ``train/`` or
+    ``test/`` that this did not write (their real images, say) is never written into."""
+    settings = {"per_class": per_class, "size": size, "seed": seed}
+    try:
+        found = json.loads((root / MARKER).read_text())
+    except (OSError, ValueError):
+        found = None
+    if found == settings:
+        return open_folder(root, "synthetic_cats_dogs")
+    if isinstance(found, dict) and not ours:
+        raise DataUnavailable(
+            f"--data-dir: {root} holds synthetic images written with --synthetic-per-class "
+            f"{found.get('per_class')} and --seed {found.get('seed')}, not {per_class} and "
+            f"{seed}; pass those, or another folder"
+        )
+    splits = [root / split for split in SPLITS if (root / split).exists()]
+    if splits and not ours:
+        raise DataUnavailable(
+            f"--data-dir: {splits[0]} exists without the {MARKER} that --dataset synthetic "
+            "writes last (real images, or an interrupted write); pass a new or empty folder"
+        )
+    for folder in splits:  # ours, half-written or of other settings
+        shutil.rmtree(folder)
+    try:
+        return write_synthetic(root, per_class, size, seed)
+    except OSError as exc:
+        raise DataUnavailable(
+            f"--data-dir: cannot write the synthetic images into {root} ({exc.strerror or exc})"
+        ) from exc
+
+
 def write_synthetic(root: Path, per_class: int, size: int = 150, seed: int = 0) -> ImageFolder:
     """A small learnable image folder: 'cats' are warm discs, 'dogs' cool stripes, plus noise."""
     from PIL import Image
 
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).unlink(missing_ok=True)
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size]
     for split, n in (("train", per_class), ("test", max(per_class // 4, 2))):
@@ -114,6 +156,8 @@ def write_synthetic(root: Path, per_class: int, size: int = 150, seed: int = 0) 
                 Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(
                     folder / f"{label}.{i}.jpg", quality=90
                 )
+    settings = {"per_class": per_class, "size": size, "seed": seed}
+    (root / MARKER).write_text(json.dumps(settings))
     return open_folder(root, "synthetic_cats_dogs")
 
 

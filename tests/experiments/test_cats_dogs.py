@@ -40,3 +40,31 @@ def test_real_dataset_needs_a_folder(run_module, tmp_path):
     assert result.returncode == 2
     assert f"--data-dir: {tmp_path}/train/cats not found" in result.stderr
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_synthetic_data_dir_is_created_when_new_and_never_written_over(tmp_path):
+    """Issue 19, item 8: `--dataset synthetic --data-dir NEW` was refused ("expected an
+    existing directory") although the loader writes the folder."""
+    from experiments.cats_dogs import EXPERIMENT, load_data
+    from mltrack.data import DataUnavailable
+    from mltrack.errors import UsageError
+
+    new = tmp_path / "new" / "images"
+    args = ["--dataset", "synthetic", "--synthetic-per-class", "4", "--data-dir", str(new)]
+    folder = load_data(EXPERIMENT.parse(args))
+    assert folder.counts == {"train/cats": 4, "train/dogs": 4, "test/cats": 2, "test/dogs": 2}
+    assert load_data(EXPERIMENT.parse(args)).params() == folder.params()  # read, not rewritten
+    with pytest.raises(DataUnavailable, match=r"--synthetic-per-class 4 and --seed 0, not 5"):
+        load_data(EXPERIMENT.parse([*args[:3], "5", *args[4:]]))
+    # A folder of real images (no synthetic.json) is never written into.
+    (new / "synthetic.json").unlink()
+    with pytest.raises(DataUnavailable, match=r"train exists without the synthetic\.json"):
+        load_data(EXPERIMENT.parse(args))
+    # Only a dataset that is written may name a folder that does not exist yet, and it must
+    # be a folder.
+    with pytest.raises(UsageError, match=r"^--data-dir: got '.*', expected an existing dir"):
+        EXPERIMENT.parse(["--data-dir", str(tmp_path / "absent")])
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with pytest.raises(UsageError, match=r"^--data-dir: got '.*a_file/x', expected a directory"):
+        EXPERIMENT.parse([*args[:4], "--data-dir", str(a_file / "x")])
