@@ -5,8 +5,8 @@ input; RMSprop 1e-3; binary cross-entropy; 15 epochs, batch 20) on seven machine
 them by speed-up over a CPU. Every run here carries the hardware fingerprint (``hw.*`` tags),
 so each run is a row of that leaderboard. The default loader is the seed's
 ``ImageDataGenerator.flow_from_directory`` (``legacy``), which decodes every JPEG every epoch as
-the seed's times did; ``--loader tf_data`` caches decoded images after epoch 1 (faster, but not
-the seed's measurement).
+the seed's times did; ``--loader tf_data`` caches the decoded images (uint8) after epoch 1
+(faster, but not the seed's measurement).
 
     python -m experiments.cats_dogs --data-dir ~/data/cat-vs-dogs-kaggle
     python -m experiments.cats_dogs --dataset synthetic --epochs 3   # offline

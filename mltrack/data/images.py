@@ -164,7 +164,11 @@ def write_synthetic(root: Path, per_class: int, size: int = 150, seed: int = 0) 
 def tf_datasets(
     folder: ImageFolder, image_size: int, batch_size: int, seed: int
 ) -> tuple[Any, Any]:
-    """``image_dataset_from_directory`` + rescale + cache + prefetch (the default loader)."""
+    """``image_dataset_from_directory`` + cache + rescale + prefetch.
+
+    The cache holds the resized images as uint8 (67.5 KB a 150×150 RGB image; float32 would
+    be 270 KB, 6.75 GB for the 25,000 Kaggle images instead of 1.7 GB); rescaling to [0, 1]
+    runs after it, each epoch, which costs little beside decoding."""
     import keras
     import tensorflow as tf
 
@@ -180,9 +184,17 @@ def tf_datasets(
             seed=seed,
             verbose=False,
         )
+        # Resizing (bilinear) yields float32 in 0..255; rounded back to pixels for the cache.
         return (
-            ds.map(lambda x, y: (x / 255.0, y), num_parallel_calls=tf.data.AUTOTUNE)
+            ds.map(
+                lambda x, y: (tf.saturate_cast(tf.round(x), tf.uint8), y),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
             .cache()
+            .map(
+                lambda x, y: (tf.cast(x, tf.float32) / 255.0, y),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
             .prefetch(tf.data.AUTOTUNE)
         )
 
