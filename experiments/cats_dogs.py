@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mltrack.config import ExperimentConfig
+from mltrack.config import ExperimentConfig, help_
 from mltrack.data import images
 from mltrack.errors import bad_value
 from mltrack.experiment import Experiment
@@ -47,6 +47,13 @@ class Config(ExperimentConfig):
     synthetic_per_class: int = field(
         default=100, metadata={"help": "training images per class for --dataset synthetic"}
     )
+    strict_data: bool = field(
+        default=False,
+        metadata=help_(
+            "refuse image files the loader cannot read (empty, truncated, not images, "
+            "formats it skips) instead of skipping and naming them"
+        ),
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -61,13 +68,18 @@ class Config(ExperimentConfig):
 
 
 def load_data(cfg: Config) -> images.ImageFolder:
+    check: dict[str, Any] = {"loader": cfg.loader, "strict": cfg.strict_data}
     if cfg.dataset == "synthetic":
         cached = CACHE / f"synthetic_cats_dogs_{cfg.synthetic_per_class}_{cfg.seed}"
-        root = Path(cfg.data_dir) if cfg.data_dir else cached
-        return images.synthetic_folder(
-            root, cfg.synthetic_per_class, IMAGE_SIZE, cfg.seed, ours=not cfg.data_dir
+        root, n = Path(cfg.data_dir or cached), cfg.synthetic_per_class
+        folder = images.synthetic_folder(
+            root, n, IMAGE_SIZE, cfg.seed, ours=not cfg.data_dir, **check
         )
-    return images.open_folder(Path(cfg.data_dir))
+    else:
+        folder = images.open_folder(Path(cfg.data_dir), **check)
+    if folder.skipped:  # skipped, named here, counted in params, listed in an artifact
+        print(folder.summary(), file=sys.stderr)
+    return folder
 
 
 def build_model(precision: str) -> Any:
@@ -115,6 +127,8 @@ def train(cfg: Config, data: images.ImageFolder, run: Run) -> dict[str, float]:
             keras.optimizers.RMSprop(cfg.learning_rate), "binary_crossentropy", metrics=["accuracy"]
         )
     run.log_params({"loader": cfg.loader, "model.parameters": model.count_params()})
+    if data.skipped:
+        run.log_text(data.skipped_listing(), images.SKIPPED_ARTIFACT)
     summary = mk.fit(
         run,
         model,
