@@ -33,31 +33,36 @@ def main() -> None:
 
     import keras
 
-    if args.data_dir:
-        folder = open_folder(Path(args.data_dir))
-    else:
-        folder = write_synthetic(Path(tempfile.mkdtemp()) / "images", args.per_class, IMAGE_SIZE)
-    print(f"{folder.train_size} training images from {folder.root}", flush=True)
+    root = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp()) / "images"
+    if not args.data_dir:
+        write_synthetic(root, args.per_class, IMAGE_SIZE)
+    # Each loader reads the files it can (legacy skips GIFs): checked once per loader.
+    folders = {name: open_folder(root, loader=name) for name in ("tf_data", "legacy")}
+    for name, folder in folders.items():
+        print(f"{name}: {folder.train_size} training images from {root}", flush=True)
+        if folder.skipped:
+            print(folder.summary(), flush=True)
 
     class Timer(keras.callbacks.Callback):
-        def __init__(self) -> None:
+        def __init__(self, samples: int) -> None:
             super().__init__()
             self.ledger = Ledger()
+            self.samples = samples  # what the loader yields an epoch
 
         def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
             self.ledger.start_epoch()
 
         def on_epoch_end(self, epoch: int, logs: object = None) -> None:
-            self.ledger.end_epoch(folder.train_size)
+            self.ledger.end_epoch(self.samples)
 
     results: dict[str, list[list[float]]] = {"tf_data": [], "legacy": []}
     for trial in range(args.trials):
         for name, make in (("tf_data", tf_datasets), ("legacy", legacy_generators)):
             keras.utils.set_random_seed(trial)
-            train, _ = make(folder, IMAGE_SIZE, args.batch_size, trial)
+            train, _ = make(folders[name], IMAGE_SIZE, args.batch_size, trial)
             model = build_model("fp32")
             model.compile(keras.optimizers.RMSprop(1e-3), "binary_crossentropy")
-            timer = Timer()
+            timer = Timer(folders[name].train_size)
             model.fit(train, epochs=args.epochs, verbose=0, callbacks=[timer])
             walls = [e["epoch_wall_s"] for e in timer.ledger.epochs]
             results[name].append(walls)
@@ -69,9 +74,8 @@ def main() -> None:
     for name, trials in results.items():
         warm = statistics.median(t[0] for t in trials)
         steady[name] = statistics.median(w for t in trials for w in t[1:])
-        print(
-            f"| {name} | {warm:.2f} | {steady[name]:.2f} | {folder.train_size / steady[name]:.0f} |"
-        )
+        rate = folders[name].train_size / steady[name]
+        print(f"| {name} | {warm:.2f} | {steady[name]:.2f} | {rate:.0f} |")
     print(f"\nsteady epoch time, legacy / tf_data: {steady['legacy'] / steady['tf_data']:.2f}×")
 
 

@@ -5,8 +5,8 @@ input; RMSprop 1e-3; binary cross-entropy; 15 epochs, batch 20) on seven machine
 them by speed-up over a CPU. Every run here carries the hardware fingerprint (``hw.*`` tags),
 so each run is a row of that leaderboard. The default loader is the seed's
 ``ImageDataGenerator.flow_from_directory`` (``legacy``), which decodes every JPEG every epoch as
-the seed's times did; ``--loader tf_data`` caches decoded images after epoch 1 (faster, but not
-the seed's measurement).
+the seed's times did; ``--loader tf_data`` caches the decoded images (uint8) after epoch 1
+(faster, but not the seed's measurement).
 
     python -m experiments.cats_dogs --data-dir ~/data/cat-vs-dogs-kaggle
     python -m experiments.cats_dogs --dataset synthetic --epochs 3   # offline
@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mltrack.config import ExperimentConfig
-from mltrack.data import DataUnavailable, images
+from mltrack.config import ExperimentConfig, help_
+from mltrack.data import images
 from mltrack.errors import bad_value
 from mltrack.experiment import Experiment
 from mltrack.precision import output_dtype
@@ -37,6 +37,7 @@ CACHE = Path.home() / ".cache" / "mltrack"
 @dataclass
 class Config(ExperimentConfig):
     DATASETS: ClassVar[tuple[str, ...]] = ("cats_vs_dogs", "synthetic")
+    WRITES_DATA_DIR: ClassVar[tuple[str, ...]] = ("synthetic",)  # created if it is new
 
     precision: str = "fp32"  # the seed's default TensorFlow precision
     batch_size: int = 20
@@ -45,6 +46,13 @@ class Config(ExperimentConfig):
     loader: str = field(default="legacy", metadata={"help": f"one of {', '.join(LOADERS)}"})
     synthetic_per_class: int = field(
         default=100, metadata={"help": "training images per class for --dataset synthetic"}
+    )
+    strict_data: bool = field(
+        default=False,
+        metadata=help_(
+            "refuse image files the loader cannot read (empty, truncated, not images, "
+            "formats it skips) instead of skipping and naming them"
+        ),
     )
 
     def validate(self) -> None:
@@ -60,17 +68,18 @@ class Config(ExperimentConfig):
 
 
 def load_data(cfg: Config) -> images.ImageFolder:
+    check: dict[str, Any] = {"loader": cfg.loader, "strict": cfg.strict_data}
     if cfg.dataset == "synthetic":
-        root = (
-            Path(cfg.data_dir)
-            if cfg.data_dir
-            else (CACHE / f"synthetic_cats_dogs_{cfg.synthetic_per_class}_{cfg.seed}")
+        cached = CACHE / f"synthetic_cats_dogs_{cfg.synthetic_per_class}_{cfg.seed}"
+        root, n = Path(cfg.data_dir or cached), cfg.synthetic_per_class
+        folder = images.synthetic_folder(
+            root, n, IMAGE_SIZE, cfg.seed, ours=not cfg.data_dir, **check
         )
-        try:
-            return images.open_folder(root, "synthetic_cats_dogs")
-        except DataUnavailable:  # not written yet
-            return images.write_synthetic(root, cfg.synthetic_per_class, IMAGE_SIZE, cfg.seed)
-    return images.open_folder(Path(cfg.data_dir))
+    else:
+        folder = images.open_folder(Path(cfg.data_dir), **check)
+    if folder.skipped:  # skipped, named here, counted in params, listed in an artifact
+        print(folder.summary(), file=sys.stderr)
+    return folder
 
 
 def build_model(precision: str) -> Any:
@@ -118,6 +127,8 @@ def train(cfg: Config, data: images.ImageFolder, run: Run) -> dict[str, float]:
             keras.optimizers.RMSprop(cfg.learning_rate), "binary_crossentropy", metrics=["accuracy"]
         )
     run.log_params({"loader": cfg.loader, "model.parameters": model.count_params()})
+    if data.skipped:
+        run.log_text(data.skipped_listing(), images.SKIPPED_ARTIFACT)
     summary = mk.fit(
         run,
         model,

@@ -65,6 +65,9 @@ class ExperimentConfig:
     DATASETS: ClassVar[tuple[str, ...]] = ("synthetic",)
     # Defaults a sweep's trials take instead of the seed's, unless the flag is given.
     SWEEP_DEFAULTS: ClassVar[dict[str, Any]] = {}
+    # Datasets the experiment writes into --data-dir (a generated image folder): that folder
+    # may not exist yet, the loader creates it; every other dataset reads an existing one.
+    WRITES_DATA_DIR: ClassVar[tuple[str, ...]] = ()
 
     precision: str = field(
         default="auto",
@@ -160,11 +163,24 @@ class ExperimentConfig:
         if self.dataset not in self.DATASETS:
             raise bad_value("--dataset", self.dataset, f"one of {', '.join(self.DATASETS)}")
         if self.data_dir:
-            path = Path(self.data_dir)
-            if not path.is_dir():
-                raise bad_value("--data-dir", self.data_dir, "an existing directory")
-            if not os.access(path, os.R_OK | os.X_OK):
-                raise bad_value("--data-dir", self.data_dir, "a readable directory")
+            self._validate_data_dir(Path(self.data_dir))
+
+    def _validate_data_dir(self, path: Path) -> None:
+        if self.dataset in self.WRITES_DATA_DIR:
+            # Written here: the folder, or the nearest folder above it that exists (it is
+            # created below that), must be a directory this process can write into.
+            existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+            if not existing.is_dir():
+                raise bad_value("--data-dir", self.data_dir, "a directory (or a new one's path)")
+            if not os.access(existing, os.R_OK | os.W_OK | os.X_OK):
+                raise bad_value(
+                    "--data-dir", self.data_dir, f"a directory this user can write ({existing})"
+                )
+            return
+        if not path.is_dir():
+            raise bad_value("--data-dir", self.data_dir, "an existing directory")
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise bad_value("--data-dir", self.data_dir, "a readable directory")
 
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

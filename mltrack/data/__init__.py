@@ -5,6 +5,6 @@ and cannot be downloaded the error names the file and where to put it. ``synthet
 the real shapes and is learnable, for offline smoke runs.
 """
 
-from mltrack.data.core import ArrayDataset, DataUnavailable, fingerprint
+from mltrack.data.core import ArrayDataset, DataCorrupt, DataUnavailable, fingerprint
 
-__all__ = ["ArrayDataset", "DataUnavailable", "fingerprint"]
+__all__ = ["ArrayDataset", "DataCorrupt", "DataUnavailable", "fingerprint"]

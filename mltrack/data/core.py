@@ -17,6 +17,17 @@ class DataUnavailable(UsageError):
     """The dataset is not on disk and could not be fetched: say what to download and where."""
 
 
+class DataCorrupt(DataUnavailable):
+    """A data file is there but unusable (cut short, another format, values out of range):
+    the message names the file and what is wrong with it."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as a short clause of one line, for a message that names the file."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def fingerprint(*arrays: np.ndarray) -> str:
     """A short content hash, logged as the dataset version so two runs can be compared."""
     digest = hashlib.sha1()
