@@ -14,6 +14,7 @@ import os
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,9 @@ from mltrack.errors import UsageError, bad_value
 from mltrack.precision import PRECISIONS
 
 C = TypeVar("C", bound="ExperimentConfig")
+
+
+FRAMEWORK_MODULES = r"(keras|tensorflow|torch|torchvision|transformers|accelerate)(\..*)?$"
 
 
 def quiet_frameworks(verbose: bool, framework: str = "") -> None:
@@ -37,6 +41,12 @@ def quiet_frameworks(verbose: bool, framework: str = "") -> None:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ INFO, WARNING and ERROR lines
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its logger's warning_once lines
+    # Python warnings the frameworks raise about their own internals (Keras' "shuffle ...
+    # ignored" for a tf.data input, transformers' deprecations, the TracerWarnings of tracing a
+    # model for export, torch's pin-memory notice): nothing a user of an experiment can act on;
+    # mltrack says what matters itself (e.g. pin_memory not in effect).
+    warnings.filterwarnings("ignore", module=FRAMEWORK_MODULES)
     if framework == "keras" and "keras" not in sys.modules:
         sys.stderr.flush()
         saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)

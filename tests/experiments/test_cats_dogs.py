@@ -25,6 +25,7 @@ def test_synthetic_folder_trains_with_curves_and_fingerprint(run_module, client,
         loader,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == "", result.stderr[-3000:]  # no framework warning, export included
     [run] = all_runs(client)
     assert run.info.status == "FINISHED" and run.data.tags["reload_ok"] == "true"
     assert run.data.params["loader"] == loader

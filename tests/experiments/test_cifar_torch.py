@@ -94,6 +94,7 @@ def test_resnet50_is_the_seeds_cifar_network_and_exports_it(run_module, client, 
     """Must show: the exported network's first convolution is 3×3, stride 1, on 3 channels."""
     result = run_module(MODULE, *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == "", result.stderr[-3000:]  # no framework warning, export included
     assert "epoch 1/1" in result.stdout and "pin_memory" not in result.stderr  # torch's warning
     assert GPU or "pin_memory: asked, not in effect" in result.stdout  # one note instead
     [run] = all_runs(client)
@@ -194,6 +195,7 @@ def test_vit_runs_through_transformers_trainer_with_the_callback(run_module, cli
         MODULE, *TINY_VIT, "--synthetic-size", "40", "--batch-size", "8", "--epochs", "2"
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == "", result.stderr[-3000:]  # no framework warning, export included
     [run] = all_runs(client)
     params, tags = run.data.params, run.data.tags
     assert run.info.status == "FINISHED" and tags["reload_ok"] == "true"
