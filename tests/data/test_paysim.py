@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -24,8 +26,9 @@ def write(tmp_path, lines):
 
 def test_reads_the_kaggle_schema(tmp_path):
     frame = paysim.read_csv(write(tmp_path, [HEADER, *ROWS]))
-    assert list(frame.columns) == list(paysim.COLUMNS)
+    assert list(frame.columns) == list(paysim.USED)  # what training reads, not the names
     assert frame["isFraud"].tolist() == [0, 1, 1, 0]
+    assert frame["type"].tolist() == ["PAYMENT", "TRANSFER", "CASH_OUT", "DEBIT"]
     assert frame["amount"].dtype.kind == "f"
     assert len(paysim.read_csv(write(tmp_path, [HEADER, *ROWS]), rows=2)) == 2
 
@@ -49,6 +52,23 @@ def test_non_numeric_amount_names_the_row(tmp_path):
         r"at data row 3",
     ):
         paysim.read_csv(write(tmp_path, [HEADER, *rows]))
+
+
+@pytest.mark.parametrize("rows", [0, 3])
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("181.0,C840", ",C840", "column 'amount' is empty at data row 3"),
+        ("21182.0,0.0,1", "21182.0,x,1", "column 'newbalanceDest' has a non-numeric value 'x'"),
+        ("1,CASH_OUT", ",CASH_OUT", "column 'step' is empty at data row 3"),
+        ("1,CASH_OUT", "1,", "column 'type' is empty at data row 3"),
+    ],
+)
+def test_every_bad_value_names_its_row_on_both_read_paths(tmp_path, rows, old, new, message):
+    """The fast path (pyarrow, the whole file) and the prefix (``--rows``) find the same."""
+    bad = [*ROWS[:2], ROWS[2].replace(old, new, 1), ROWS[3]]
+    with pytest.raises(DataUnavailable, match=re.escape(message)):
+        paysim.read_csv(write(tmp_path, [HEADER, *bad]), rows=rows)
 
 
 def test_unknown_type(tmp_path):
