@@ -65,7 +65,7 @@ def test_non_numeric_amount_names_the_row(tmp_path):
     ],
 )
 def test_every_bad_value_names_its_row_on_both_read_paths(tmp_path, rows, old, new, message):
-    """The fast path (pyarrow, the whole file) and the prefix (``--rows``) find the same."""
+    """The whole file and a prefix (``--rows``) name the same bad value."""
     bad = [*ROWS[:2], ROWS[2].replace(old, new, 1), ROWS[3]]
     with pytest.raises(DataUnavailable, match=re.escape(message)):
         paysim.read_csv(write(tmp_path, [HEADER, *bad]), rows=rows)
