@@ -22,7 +22,7 @@ from typing import Any
 from mltrack import published
 from mltrack.analysis import Target, noise_caveats, parity_table, speed_table, time_to_target
 from mltrack.errors import UsageError, bad_value
-from mltrack.fetch import CURVE_RUNS, metric_histories, sample, search_all
+from mltrack.fetch import CURVE_RUNS, matching_runs, metric_histories, sample
 from mltrack.report import (
     PRECISION_ROWS,
     SUMMARY_METRICS,
@@ -97,7 +97,7 @@ def select(
                 raise bad_value("--runs", run_id, "the id of a run in this store") from exc
     elif names:
         try:
-            runs = search_all(client, list(names), filter_string)
+            runs = matching_runs(client, list(names), filter_string)
         except Exception as exc:
             message = str(exc).splitlines()[0]
             raise bad_value("--filter", filter_string, f"an MLflow filter ({message})") from exc

@@ -194,12 +194,12 @@ def test_a_chart_averages_an_even_sample_of_a_large_group():
 
 
 def test_runs_are_read_page_by_page(store_with_runs, client, monkeypatch):
-    from mltrack import compare as cmp
+    """Where runs are not read in bulk (a tracking server), every page of search_runs is."""
     from mltrack import fetch
 
     monkeypatch.setattr(fetch, "SEARCH_PAGE", 1)
-    selection = cmp.select(client, experiment="study")
-    assert len(selection.runs) == 4 == len(all_runs(client))
+    study = client.get_experiment_by_name("study").experiment_id
+    assert len(fetch.search_all(client, [study], "")) == 4 == len(all_runs(client))
 
 
 def test_a_tracking_server_gets_concurrent_per_run_calls(store_with_runs, client):
