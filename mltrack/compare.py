@@ -16,6 +16,7 @@ import statistics
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ class Selection:
     groups: list[str]
     experiments: dict[str, str] = field(default_factory=dict)  # id -> name
 
-    @property
+    @cached_property  # built once, not once per table that reads it (seven a report)
     def results(self) -> list[Result]:
         return [
             Result(
@@ -329,12 +330,13 @@ def build(
     modules = {
         r.data.tags.get("mltrack.module", "").removeprefix("experiments.") for r in selection.runs
     }
-    runs = [
-        ({**r.data.tags, **r.data.params}, result)
-        for r, result in zip(selection.runs, selection.results, strict=True)
-    ]
-    for module in sorted(modules):
-        tables += published.tables_for(module, runs)
+    if any(published.for_experiment(module) for module in modules):  # else no run is read
+        runs = [
+            ({**r.data.tags, **r.data.params}, result)
+            for r, result in zip(selection.runs, selection.results, strict=True)
+        ]
+        for module in sorted(modules):
+            tables += published.tables_for(module, runs)
     charts = charts_of(client, selection) if figures else {}
     notes = caveats(selection)
     if charts and max(map(len, groups_of(selection.results).values()), default=0) > CURVE_RUNS:
