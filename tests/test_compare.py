@@ -213,3 +213,14 @@ def test_a_tracking_server_gets_concurrent_per_run_calls(store_with_runs, client
     over_http = metric_histories(Http(), ids, "total_wall_s")
     assert over_http == metric_histories(client, ids, "total_wall_s")
     assert over_http and all(len(steps) >= 1 for steps in over_http.values())
+
+
+def test_compare_called_in_process_leaves_the_garbage_collector_as_it_was(store_with_runs, capsys):
+    """The command turns Python's cyclic collector off while it runs and, as the program,
+    freezes the heap before exit (1.3 s of 3.1 s at 1,000 runs); a caller in-process gets both
+    back as they were."""
+    import gc
+
+    code, out, _ = compare(store_with_runs, capsys, "--format", "csv")
+    assert code == 0 and out.count("\n") == 5
+    assert gc.isenabled() and gc.get_freeze_count() == 0
