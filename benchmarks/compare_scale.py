@@ -14,7 +14,8 @@ alike), medians of ``--reps`` with their range:
 - ``search_runs``: MLflow's own ``search_runs`` over the experiment, in this process with the
   store already open: what ``compare`` took to read the runs before issue 21;
 - ``import + open``: a ``python`` process that imports MLflow and opens the store
-  (``MlflowClient``), nothing else: the floor of any ``mltrack compare`` process;
+  (``MlflowClient``), nothing else, with the garbage-collector settings ``compare`` runs
+  with: the floor of any ``mltrack compare`` process;
 - ``--format csv``: the whole ``python -m mltrack.cli compare --format csv`` process, from
   spawn to exit, imports included (the tables, no curves);
 - ``--output DIR``: the whole process that also draws the curves and writes the report.
@@ -133,7 +134,12 @@ def process(*command: str) -> Callable[[], None]:
     return run
 
 
-OPEN = "import sys; from mlflow import MlflowClient; MlflowClient(tracking_uri=sys.argv[1])"
+# The floor: MLflow imported and its store opened, with compare's collector settings (off while
+# it works, the heap frozen for the exit).
+OPEN = (
+    "import gc, sys; gc.disable(); from mlflow import MlflowClient; "
+    "MlflowClient(tracking_uri=sys.argv[1]); gc.freeze()"
+)
 COLUMNS = ("search_runs", "open", "csv", "full")
 
 
