@@ -16,13 +16,14 @@ import statistics
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from mltrack import published
 from mltrack.analysis import Target, noise_caveats, parity_table, speed_table, time_to_target
 from mltrack.errors import UsageError, bad_value
-from mltrack.fetch import CURVE_RUNS, metric_histories, sample, search_all
+from mltrack.fetch import CURVE_RUNS, matching_runs, metric_histories, sample
 from mltrack.outcomes import counted, run_outcome
 from mltrack.report import (
     PRECISION_ROWS,
@@ -49,7 +50,7 @@ class Selection:
     groups: list[str]
     experiments: dict[str, str] = field(default_factory=dict)  # id -> name
 
-    @property
+    @cached_property  # built once, not once per table that reads it (seven a report)
     def results(self) -> list[Result]:
         return [
             Result(g, run_outcome(r), dict(r.data.metrics), r.data.tags)
@@ -93,7 +94,7 @@ def select(
                 raise bad_value("--runs", run_id, "the id of a run in this store") from exc
     elif names:
         try:
-            runs = search_all(client, list(names), filter_string)
+            runs = matching_runs(client, list(names), filter_string)
         except Exception as exc:
             message = str(exc).splitlines()[0]
             raise bad_value("--filter", filter_string, f"an MLflow filter ({message})") from exc
@@ -320,12 +321,13 @@ def build(
     modules = {
         r.data.tags.get("mltrack.module", "").removeprefix("experiments.") for r in selection.runs
     }
-    runs = [
-        ({**r.data.tags, **r.data.params}, result)
-        for r, result in zip(selection.runs, selection.results, strict=True)
-    ]
-    for module in sorted(modules):
-        tables += published.tables_for(module, runs)
+    if any(published.for_experiment(module) for module in modules):  # else no run is read
+        runs = [
+            ({**r.data.tags, **r.data.params}, result)
+            for r, result in zip(selection.runs, selection.results, strict=True)
+        ]
+        for module in sorted(modules):
+            tables += published.tables_for(module, runs)
     charts = charts_of(client, selection) if figures else {}
     notes = caveats(selection)
     if charts and max(map(len, groups_of(selection.results).values()), default=0) > CURVE_RUNS:
