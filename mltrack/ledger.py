@@ -39,6 +39,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mltrack.efficiency import per_epoch
@@ -95,6 +96,14 @@ class Clock:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB. On Linux ``VmHWM``: ``ru_maxrss`` keeps the
+    high-water mark of the process this one was forked from, before its exec (a run started
+    by a large parent, a test runner or a notebook, reported the parent's size)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024

@@ -67,3 +67,19 @@ def test_one_timing_model_train_and_validation_apart_throughput_on_training_time
     summary = ledger.summary()
     assert summary["total_val_wall_s"] == pytest.approx(0.05, abs=0.02)
     assert summary["total_train_wall_s"] == pytest.approx(0.13, abs=0.03)
+
+
+def test_peak_memory_is_this_process_not_the_parent_it_was_forked_from():
+    """``ru_maxrss`` keeps the pre-exec high-water mark of a large parent; VmHWM does not."""
+    import subprocess
+    import sys
+
+    ballast = b"\x01" * (600 * 2**20)  # this process (the parent) holds 600 MiB, touched
+    child = subprocess.run(
+        [sys.executable, "-c", "from mltrack.ledger import peak_rss_mb; print(peak_rss_mb())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    del ballast
+    assert float(child.stdout) < 400, child.stdout  # a small process, whatever its parent
