@@ -216,7 +216,7 @@ def _discard(files: list[Path], run_ids: list[str]) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     """Optuna over an experiment module; unknown flags go to the experiment."""
     from mltrack.errors import Terminated
-    from mltrack.run import sigterm_as_exception
+    from mltrack.process import sigterm_as_exception
     from mltrack.sweep import Sweep, from_namespace
 
     sweep = Sweep(from_namespace(args, args.passthrough))

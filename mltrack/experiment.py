@@ -27,8 +27,10 @@ from mltrack.errors import Terminated, UsageError
 from mltrack.limits import redact_uri
 from mltrack.outcomes import describe, outcome_of
 from mltrack.precision import Resolved, resolve
+from mltrack.process import sigterm_as_exception
+from mltrack.records import REFUSED, refused_line
 from mltrack.report import Result, results_table
-from mltrack.run import REFUSED, Run, refused_line, sigterm_as_exception, start_run
+from mltrack.run import Run, start_run
 from mltrack.uris import resolve_tracking_uri, which_tracking_uri
 from mltrack.warmup import STORES
 

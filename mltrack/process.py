@@ -7,9 +7,15 @@ after the pid was reused.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
 import time
+from collections.abc import Iterator
+from types import FrameType
 from typing import Any
+
+from mltrack.errors import Terminated
 
 # The tags by which `mltrack doctor` tells a live run from an orphan.
 HOST_TAG, PID_TAG, PID_START_TAG = "mltrack.host", "mltrack.pid", "mltrack.pid_start"
@@ -45,3 +51,19 @@ def process_tags() -> dict[str, str]:
         PID_START_TAG: f"{me['pid_start']:.2f}",
         HEARTBEAT_TAG: str(int(time.time())),
     }
+
+
+@contextlib.contextmanager
+def sigterm_as_exception() -> Iterator[None]:
+    """Turn SIGTERM into a ``Terminated`` exception in the main thread, so runs end KILLED."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        # Ignore further SIGTERMs while we unwind and close the runs.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

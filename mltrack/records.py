@@ -159,6 +159,22 @@ def refusal(exc: BaseException) -> str:
     return ""
 
 
+# The runs of this process the store refused for good (run id -> why), in the order they
+# ended: a command reports them in its last line and exits non-zero (their journals are kept).
+REFUSED: dict[str, str] = {}
+
+
+def refused_line() -> str:
+    """One line for the end of a command whose runs the store refused for good (``REFUSED``)."""
+    ids = ", ".join(REFUSED)
+    why = next(iter(REFUSED.values()), "")
+    return (
+        f"the store refused run(s) {ids} for good ({why}); their records are kept in the "
+        "journal: restore the experiment and run `mltrack sync`, or `mltrack sync --discard "
+        "RUN_ID` to drop them"
+    )
+
+
 def deliver(client: Any, run_id: str, unit: list[Record]) -> None:
     """Send one unit (``next_unit``) to the run in the store; raise if the store refuses."""
     from mlflow.entities import Metric, Param, RunTag

@@ -33,19 +33,16 @@ import getpass
 import logging
 import math
 import os
-import signal
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from mltrack import limits, records
 from mltrack.environment import software_tags
-from mltrack.errors import Terminated
 from mltrack.outcomes import STATUS, describe, outcome_of
 from mltrack.process import HEARTBEAT_TAG, process_tags
 from mltrack.records import Artifact, Inputs, Model, Point, Record, Register, Values, encode
@@ -61,10 +58,6 @@ END_TIMEOUT_S = float(os.environ.get("MLTRACK_END_TIMEOUT_S", "60"))
 HEARTBEAT_INTERVAL_S = 30.0
 
 EpochHook = Callable[[int, Mapping[str, float]], None]
-
-# The runs of this process the store refused for good (run id -> why), in the order they
-# ended: a command reports them in its last line and exits non-zero (their journals are kept).
-REFUSED: dict[str, str] = {}
 
 
 def _client(tracking_uri: str, stores: Stores | None = None) -> Any:
@@ -264,16 +257,13 @@ class Run:
             log.error("run %s: could not journal its end (%s): it stays RUNNING", self.run_id, exc)
             return
         if self.refused:
-            REFUSED[self.run_id] = self.refused
+            records.REFUSED[self.run_id] = self.refused
+            run, why, path = self.run_id, self.refused, self.journal.path
             log.error(
                 "run %s: the store refuses it for good (%s); everything it logged is kept in "
                 "%s: restore it in MLflow and run `mltrack sync` (which says how), or drop the "
-                "records with `mltrack sync --discard %s`",
-                self.run_id,
-                self.refused,
-                self.journal.path,
-                self.run_id,
-            )
+                "records with `mltrack sync --discard %s`", run, why, path, run
+            )  # fmt: skip
             return
         log.error(
             "run %s could not be ended on %s (%s); everything it logged is in %s: run "
@@ -302,17 +292,6 @@ class Run:
 def _folder(artifact_file: str) -> str | None:
     parent = str(Path(artifact_file).parent)
     return None if parent == "." else parent
-
-
-def refused_line() -> str:
-    """One line for the end of a command whose runs the store refused for good (``REFUSED``)."""
-    ids = ", ".join(REFUSED)
-    why = next(iter(REFUSED.values()), "")
-    return (
-        f"the store refused run(s) {ids} for good ({why}); their records are kept in the "
-        "journal: restore the experiment and run `mltrack sync`, or `mltrack sync --discard "
-        "RUN_ID` to drop them"
-    )
 
 
 def tag_run(tracking_uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
@@ -417,19 +396,3 @@ def start_run(
         raise
     finally:
         run.finish()
-
-
-@contextlib.contextmanager
-def sigterm_as_exception() -> Iterator[None]:
-    """Turn SIGTERM into a ``Terminated`` exception in the main thread, so runs end KILLED."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        # Ignore further SIGTERMs while we unwind and close the runs.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

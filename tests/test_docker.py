@@ -29,7 +29,9 @@ def test_tracking_server_has_auth_proxied_artifacts_health_and_loopback_port():
     mlflow = compose()["services"]["mlflow"]
     command = " ".join(mlflow["command"].split())
     assert "--app-name basic-auth" in command and "--artifacts-destination /artifacts" in command
-    assert "postgresql://" in command
+    # The store's URI holds the database password: by environment, on no command line (ps).
+    assert "postgresql://" not in command
+    assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://")
     assert mlflow["ports"] == ["127.0.0.1:5000:5000"]
     assert "healthcheck" in mlflow and mlflow["depends_on"]["postgres"]["condition"] == (
         "service_healthy"
@@ -41,7 +43,8 @@ def test_workers_scale_and_share_one_study():
     worker = compose()["services"]["worker"]
     assert "container_name" not in worker and "ports" not in worker  # --scale worker=N works
     command = " ".join(worker["command"].split())
-    assert command.startswith("mltrack sweep") and "@postgres:5432/optuna" in command
+    assert command.startswith("mltrack sweep") and "postgresql://" not in command
+    assert worker["environment"]["OPTUNA_STORAGE"].endswith("@postgres:5432/optuna")
     assert worker["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
 
 

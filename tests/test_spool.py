@@ -163,7 +163,7 @@ def test_a_torn_last_line_is_set_aside_and_the_rest_delivered(store, client, spo
         torn = kept.with_name(f"torn-{len(cut)}.jsonl")
         torn.write_text(kept.read_text() + cut)  # no newline: the append never finished
         done = spool.replay(torn, client)
-        assert done.metrics == 2 and not torn.exists()
+        assert done.metrics == 3 and not torn.exists()  # loss × 2 and epoch 1's loss_change
         assert Path(done.torn).read_text().strip() == cut
     assert cli.main(["sync", "--spool-dir", str(spool_dir)]) == 0  # nothing blocked
     [r] = all_runs(client, "torn")

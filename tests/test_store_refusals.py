@@ -9,7 +9,8 @@ import optuna
 from mlflow import MlflowClient
 
 from mltrack import cli, spool
-from mltrack.run import REFUSED, start_run
+from mltrack.records import REFUSED
+from mltrack.run import start_run
 from tests.conftest import env_for, epochs_logged, start_training, wait_until
 from tests.test_concurrent_starts import TRAIN
 

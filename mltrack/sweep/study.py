@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,3 +78,41 @@ def counted(trials: Sequence[Any]) -> int:
         or (t.state == TrialState.FAIL and t.user_attrs.get("outcome", "killed") != "killed")
         for t in trials
     )
+
+
+def quiet_optuna(verbose: bool) -> None:
+    """Keep Optuna's messages the user cannot act on off the terminal unless ``--verbose``:
+    its per-trial INFO lines and "failed with value nan" warnings (mltrack prints each trial's
+    outcome itself), "There are no complete trials" from its plots, and the
+    ``ExperimentalWarning`` of the heartbeat settings and ``fail_stale_trials`` (used
+    knowingly: they are how workers tell a dead worker from a slow one)."""
+    import optuna
+
+    if verbose:
+        return
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def keeps_its_definition(
+    study: Any, name: str, space: SearchSpace, objectives: Sequence[Any]
+) -> None:
+    """A resumed or shared study must keep its search space and its objectives (Optuna
+    cannot change them: values of another metric or direction would mix in one study): the
+    first worker stores them in the study, the others compare; ``UsageError`` on a change."""
+    stored_space = dataclasses.asdict(space)
+    stored_space["learning_rate"] = list(stored_space["learning_rate"] or []) or None
+    named = [f"{o.metric}:{o.direction.removesuffix('imize')}" for o in objectives]
+    for flag_name, key, value in (
+        ("--space-*", "search_space", stored_space),
+        ("--objective", "objectives", named),
+    ):
+        stored = study.user_attrs.get(key)
+        if stored is None:
+            study.set_user_attr(key, value)
+        elif stored != value:
+            raise bad_value(
+                flag_name,
+                value,
+                f"what study {name!r} was created with, {stored}, or a new --study name",
+            )

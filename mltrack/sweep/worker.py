@@ -9,12 +9,11 @@ import math
 import os
 import socket
 import time
-import warnings
 from typing import Any
 
 from mltrack.config import quiet_frameworks
 from mltrack.environment import detect_hardware
-from mltrack.errors import Terminated, UsageError, bad_value
+from mltrack.errors import Terminated, UsageError
 from mltrack.experiment import mltrack_command
 from mltrack.limits import redact_uri
 from mltrack.outcomes import describe, outcome_of
@@ -23,23 +22,16 @@ from mltrack.run import Run, end_orphan
 from mltrack.sweep.args import SweepArgs, load_experiment
 from mltrack.sweep.parent import log_importances, log_plots, mark_best, shared_parent
 from mltrack.sweep.space import SearchSpace, read_space_file
-from mltrack.sweep.study import counted, make_pruner, make_sampler, open_storage
+from mltrack.sweep.study import (
+    counted,
+    keeps_its_definition,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    quiet_optuna,
+)
 from mltrack.uris import resolve_tracking_uri
 from mltrack.warmup import STORES
-
-
-def quiet_optuna(verbose: bool) -> None:
-    """Keep Optuna's messages the user cannot act on off the terminal unless ``--verbose``:
-    its per-trial INFO lines and "failed with value nan" warnings (mltrack prints each trial's
-    outcome itself), "There are no complete trials" from its plots, and the
-    ``ExperimentalWarning`` of the heartbeat settings and ``fail_stale_trials`` (used
-    knowingly: they are how workers tell a dead worker from a slow one)."""
-    import optuna
-
-    if verbose:
-        return
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 class Sweep:
@@ -95,29 +87,6 @@ class Sweep:
         doctor.end(self.tracking_uri, orphans)
         for orphan in orphans:
             print(f"ended orphaned run {orphan.run_id}: {orphan.reason}", flush=True)
-
-    def _check_space(self, study: Any) -> None:
-        """A resumed or shared study must keep its search space and its objectives (Optuna
-        cannot change them: values of another metric or direction would mix in one study)."""
-        space = dataclasses.asdict(self.space)
-        space["learning_rate"] = list(space["learning_rate"] or []) or None
-        objectives = [
-            f"{o.metric}:{o.direction.removesuffix('imize')}" for o in self.args.objectives
-        ]
-        for flag_name, key, value in (
-            ("--space-*", "search_space", space),
-            ("--objective", "objectives", objectives),
-        ):
-            stored = study.user_attrs.get(key)
-            if stored is None:
-                study.set_user_attr(key, value)
-            elif stored != value:
-                raise bad_value(
-                    flag_name,
-                    value,
-                    f"what study {self.study_name!r} was created with, {stored}, "
-                    "or a new --study name",
-                )
 
     def _parent_params(self) -> dict[str, Any]:
         return {
@@ -220,7 +189,7 @@ class Sweep:
             pruner=make_pruner(self.args, self.cfg.epochs),
             directions=[o.direction for o in self.args.objectives],
         )
-        self._check_space(study)
+        keeps_its_definition(study, self.study_name, self.space, self.args.objectives)
         self._end_orphans()
         deadline = None if self.args.timeout is None else time.monotonic() + self.args.timeout
         with shared_parent(
