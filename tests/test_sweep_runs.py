@@ -285,8 +285,14 @@ def test_a_stopped_worker_ends_its_trial_in_optuna_and_mlflow(tmp_path, client, 
     """SIGTERM (a scheduler, `docker stop`) and Ctrl-C end the trial in progress in both
     stores, with its outcome, instead of leaving it RUNNING for another worker to reap."""
     storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    sweep = [*SWEEP, "--epochs", "200", "--trials", "3", "--storage", storage, "--study", "stop"]
+    # As from a terminal: SIGINT at its default. A test runner started in the background by a
+    # non-interactive shell (`make test &`, some CI) has SIGINT ignored, its children inherit
+    # that, and a Python started so keeps ignoring it, as it should for a background job.
+    terminal = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    terminal += "os.execv(sys.executable, sys.argv[1:])"
     worker = subprocess.Popen(
-        [*SWEEP, "--epochs", "200", "--trials", "3", "--storage", storage, "--study", "stop"],
+        [sys.executable, "-c", terminal, *sweep],
         cwd=tmp_path,
         env=env_for(tmp_path),
         stdout=subprocess.DEVNULL,
