@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
-from mltrack.config import ExperimentConfig, help_
+from mltrack.config import ExperimentConfig, option
 from mltrack.data import images
 from mltrack.errors import bad_value
 from mltrack.experiment import Experiment
@@ -47,12 +45,10 @@ class Config(ExperimentConfig):
     synthetic_per_class: int = field(
         default=100, metadata={"help": "training images per class for --dataset synthetic"}
     )
-    strict_data: bool = field(
-        default=False,
-        metadata=help_(
-            "refuse image files the loader cannot read (empty, truncated, not images, "
-            "formats it skips) instead of skipping and naming them"
-        ),
+    strict_data: bool = option(
+        False,
+        "refuse image files the loader cannot read (empty, truncated, not images, formats it "
+        "skips) instead of skipping and naming them",
     )
 
     def validate(self) -> None:
@@ -107,12 +103,6 @@ def loaders(cfg: Config, data: images.ImageFolder) -> tuple[Any, Any]:
     return make(data, IMAGE_SIZE, cfg.batch_size, cfg.seed)
 
 
-def first_batch(dataset: Any) -> np.ndarray:
-    if hasattr(dataset, "take"):  # tf.data
-        return np.asarray(next(iter(dataset.take(1)))[0])
-    return np.asarray(dataset[0][0])  # a Keras PyDataset (legacy generator)
-
-
 def train(cfg: Config, data: images.ImageFolder, run: Run) -> dict[str, float]:
     import keras
 
@@ -142,7 +132,7 @@ def train(cfg: Config, data: images.ImageFolder, run: Run) -> dict[str, float]:
     figure = learning_curves(model.history.history, f"cats vs dogs, {cfg.precision}, {cfg.loader}")
     run.log_figure(figure, "learning_curves.png")
     if cfg.export:
-        pixels = first_batch(test_data) * 255  # the loaders scale by 1/255; the export takes 0-255
+        pixels = images.first_pixels(test_data)  # 0-255: the export puts the 1/255 in front
         mk.export(
             run, model, pixels, precision=cfg.precision, register=cfg.register, rescale=1 / 255
         )

@@ -17,8 +17,7 @@ Training: A Brief Review"). Defaults are the seed's code per model and arm (mltr
 Metrics add macro precision/recall/F1, top-5 and the ResNet50 files' F1 (f1_micro_batch_mean).
 mltrack's choices are flags: --model resnet50_torchvision, --precision auto, --loss-scaling,
 --accumulation-loss samples, --schedule constant, --no-augment, --pretrained none (--vit-size
-tiny on a CPU). pin_memory and device are what ran (no GPU: no pinning), the requests are
-pin_memory_requested and device_requested.
+tiny on a CPU). pin_memory and device are logged as they ran, the requests as *_requested.
 Deviations (seed.deviations): uint8 data until the model normalises and resizes it; EfficientNet
 on torchvision's B0 and weights, apex O2 as torch.amp, no checkpoint selection or test flips;
 the ViT's preprocessing, learning rate, schedule and tuned accumulation are not recoverable.
@@ -36,15 +35,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from mltrack import recipes, vision
-from mltrack.config import ExperimentConfig, help_
+from mltrack.config import ExperimentConfig
+from mltrack.config import option as opt
 from mltrack.data import ArrayDataset, synthetic
 from mltrack.experiment import Experiment
 from mltrack.precision import PRECISIONS
 from mltrack.run import Run
-
-
-def opt(default: Any, text: str) -> Any:
-    return field(default=default, metadata=help_(text))
 
 
 @dataclass
@@ -78,14 +74,7 @@ class Config(ExperimentConfig):
         self.pin_memory_in_effect = self.pin_memory and recipes.can_pin(self.device)
 
     def logged(self) -> dict[str, Any]:
-        """``pin_memory`` and ``device`` as in effect here; what was asked as ``*_requested``
-        (pinning needs a GPU to copy to; ``auto`` is a CUDA device or the CPU)."""
-        values = super().logged()
-        values["pin_memory_requested"] = values.pop("pin_memory")
-        values["pin_memory"] = values.pop("pin_memory_in_effect")
-        values["device_requested"] = self.device
-        values["device"] = recipes.resolved_device(self.device)
-        return values
+        return recipes.as_in_effect(self, super().logged())
 
     def expand(self) -> None:
         recipes.resolve(self)
@@ -97,8 +86,7 @@ class Config(ExperimentConfig):
 
 def load_data(cfg: Config) -> ArrayDataset:
     vision.ensure_pretrained(cfg.model, cfg.pretrained)  # offline: one line, before data or run
-    if cfg.pin_memory and not cfg.pin_memory_in_effect:  # one note, not torch's warnings
-        print("pin_memory: asked, not in effect: no GPU to copy to (param pin_memory=False)")
+    recipes.note_pin_memory(cfg)  # one line, not torch's warnings
     if cfg.dataset == "synthetic":
         n = cfg.synthetic_size
         return synthetic.images((32, 32, 3), 10, n, max(n // 4, 8), cfg.seed)
@@ -107,8 +95,9 @@ def load_data(cfg: Config) -> ArrayDataset:
 
 def build_model(cfg: Config, num_classes: int) -> Any:
     recipes.resolve(cfg)  # a Config built in code (benchmarks) has not been through the parser
-    model, pretrained = cfg.model, cfg.pretrained
-    return vision.image_classifier(model, pretrained, num_classes, cfg.dataset, cfg.vit_size)
+    return vision.image_classifier(
+        cfg.model, cfg.pretrained, num_classes, cfg.dataset, cfg.vit_size
+    )
 
 
 def loaders(cfg: Config, data: ArrayDataset) -> tuple[Any, Any]:
@@ -142,9 +131,7 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
             run, model, optimizer, train_loader, test_loader, epochs=cfg.epochs,
             settings=settings, scheduler=scheduler, scheduler_every=every,
         )  # fmt: skip
-        # The seed evaluated on the test set every epoch: test_* are the last evaluation.
-        last = {k[4:]: v for k, v in metrics.items() if k.startswith("val_") and k != "val_wall_s"}
-        test = {f"test_{k}": v for k, v in last.items()}
+        test = recipes.last_evaluation_as_test(metrics)
     run.log_metrics(test, step=0)
     probe = torch.from_numpy(data.x_test[:8]).permute(0, 3, 1, 2).contiguous()
     if cfg.export:

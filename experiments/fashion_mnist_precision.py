@@ -37,7 +37,6 @@ DEVIATIONS = ("repeat r is seeded with --seed + r (the seed set one global seed,
 @dataclass
 class Config(ExperimentConfig):
     DATASETS: ClassVar[tuple[str, ...]] = ("fashion_mnist", "digits", "synthetic")
-
     SWEEP_DEFAULTS: ClassVar[dict[str, Any]] = {"protocol": "mltrack"}
 
     precision: str = "fp64,fp32,fp16,mixed_fp16"  # the seed's four rows
@@ -143,8 +142,6 @@ EXPERIMENT = Experiment(
     warm_up=warm_up,
     deviations=DEVIATIONS,
 )
-
-
 main = EXPERIMENT.main  # python -m experiments.NAME, or main(argv) from code
 
 

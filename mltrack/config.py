@@ -67,6 +67,11 @@ def help_(text: str) -> dict[str, str]:
     return {"help": text}
 
 
+def option(default: Any, text: str) -> Any:
+    """A config field that is a flag: its default and its ``--help`` text."""
+    return field(default=default, metadata=help_(text))
+
+
 @dataclass
 class ExperimentConfig:
     """Flags every experiment has. Subclasses override defaults and add their own fields."""

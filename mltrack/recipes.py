@@ -166,6 +166,31 @@ def resolved_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def as_in_effect(cfg: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """A config's params with ``pin_memory`` and ``device`` as in effect on this machine and
+    the requests as ``*_requested`` (pinning needs a GPU to copy to; ``auto`` is a CUDA device
+    or the CPU), as for precision."""
+    values["pin_memory_requested"] = values.pop("pin_memory")
+    values["pin_memory"] = values.pop("pin_memory_in_effect")
+    values["device_requested"] = cfg.device
+    values["device"] = resolved_device(cfg.device)
+    return values
+
+
+def note_pin_memory(cfg: Any) -> None:
+    """Say once that pinned memory was asked for and is not in effect (no GPU to copy to)."""
+    if cfg.pin_memory and not cfg.pin_memory_in_effect:
+        print("pin_memory: asked, not in effect: no GPU to copy to (param pin_memory=False)")
+
+
+def last_evaluation_as_test(metrics: dict[str, float]) -> dict[str, float]:
+    """``test_*`` scores: the seed evaluated on the test set every epoch, so they are the last
+    epoch's ``val_*`` (its timing aside)."""
+    return {
+        f"test_{k[4:]}": v for k, v in metrics.items() if k.startswith("val_") and k != "val_wall_s"
+    }
+
+
 def can_pin(device: str) -> bool:
     """Whether a DataLoader can pin memory for this ``--device``: only with a GPU to copy to
     (PyTorch ignores ``pin_memory=True`` without one, with a warning). Torch-free: NVML."""

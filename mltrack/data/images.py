@@ -322,6 +322,14 @@ def legacy_generators(
     return flow("train", True), flow("test", False)
 
 
+def first_pixels(dataset: Any) -> np.ndarray:
+    """The first batch of a loader's images as pixel values 0-255 (NHWC, float32): both
+    loaders scale by 1/255, an exported model takes the raw values."""
+    tf_data = hasattr(dataset, "take")  # else a Keras PyDataset (the legacy generator)
+    batch = next(iter(dataset.take(1)))[0] if tf_data else dataset[0][0]
+    return np.asarray(batch, dtype=np.float32) * 255
+
+
 def _check_loader(folder: ImageFolder, loader: str) -> None:
     if folder.loader != loader:
         raise ValueError(
