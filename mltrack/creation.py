@@ -52,9 +52,9 @@ def creation_lock(uri: str, what: str = "tables") -> Iterator[None]:
             with FileLock(path, timeout=WAIT_S):
                 yield
         except Timeout:
-            raise UsageError(
-                f"{redact_uri(uri)}: another process has held {path} for {WAIT_S:.0f} s; "
-                "if none is running, remove that file"
+            raise UsageError(  # the lock dies with its process: a live one holds it
+                f"{redact_uri(uri)}: another process has held the lock {path} for "
+                f"{WAIT_S:.0f} s; find it with `fuser {path}`"
             ) from None
         return
     if uri.startswith("postgresql"):
