@@ -16,7 +16,7 @@ from typing import Any
 
 from mltrack.errors import bad_value
 from mltrack.fetch import metric_histories
-from mltrack.outcomes import counted, other_outcomes
+from mltrack.outcomes import other_outcomes
 from mltrack.report import Table, fraction, mean_spread, seconds
 
 NOISY_CV = 0.05  # steady epoch time varying more than this across repeats is called out
@@ -25,19 +25,15 @@ LOST_SHARE = 0.10  # a run that lost more of the machine's CPU than this is call
 _LOWER_IS_BETTER = re.compile(r"(loss|error|_s$|wall|time|cost)")
 
 
-def _all_by_group(selection: Any) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for run, group in zip(selection.runs, selection.groups, strict=True):
-        out.setdefault(group, []).append(run)
-    return out
-
-
 def _by_group(selection: Any) -> dict[str, list[Any]]:
-    """Every group of the selection, in order, with its runs that count (``counted``); a
-    group with none maps to an empty list, so a table can say so rather than drop it."""
-    return {
-        group: [r for r in runs if counted(r)] for group, runs in _all_by_group(selection).items()
-    }
+    """Every group of the selection, in order, with its runs that count
+    (``Selection.counted``); a group with none maps to an empty list, so a table can say so
+    rather than drop it."""
+    out: dict[str, list[Any]] = {group: [] for group in selection.groups}
+    for run, group, counts in zip(selection.runs, selection.groups, selection.counted, strict=True):
+        if counts:
+            out[group].append(run)
+    return out
 
 
 NONE_COMPLETED = "no completed run"
@@ -64,9 +60,8 @@ def speed_table(selection: Any) -> Table:
             *("steady samples/s", "TFLOP/s", "MFU", "lost to other load", "not counted"),
         ],
     )
-    everything = _all_by_group(selection)
     for group, runs in _by_group(selection).items():
-        others = other_outcomes(everything[group]) or "–"
+        others = other_outcomes(r for r in selection.results if r.group == group) or "–"
         if not runs:
             table.rows.append([group, "0", NONE_COMPLETED, *["–"] * 6, others])
             continue

@@ -24,7 +24,7 @@ from mltrack import published
 from mltrack.analysis import Target, noise_caveats, parity_table, speed_table, time_to_target
 from mltrack.errors import UsageError, bad_value
 from mltrack.fetch import CURVE_RUNS, matching_runs, metric_histories, sample
-from mltrack.outcomes import counted, run_outcome
+from mltrack.outcomes import run_outcome
 from mltrack.report import (
     PRECISION_ROWS,
     SUMMARY_METRICS,
@@ -56,6 +56,12 @@ class Selection:
             Result(g, run_outcome(r), dict(r.data.metrics), r.data.tags)
             for r, g in zip(self.runs, self.groups, strict=True)
         ]
+
+    @cached_property
+    def counted(self) -> list[bool]:
+        """Per run, whether its figures count in the comparison (``outcomes.averaged``: it
+        completed, or trained on through a divergence as seed 002's fp16 runs did)."""
+        return [result.averaged for result in self.results]
 
 
 def _value(run: Any, key: str) -> str | None:
@@ -213,7 +219,11 @@ def leaderboard(
     Machines are ranked on the most common workload of the selection only (the same
     experiment, data, model, epochs, batch and precision); other runs are left out, and said so.
     """
-    finished = [r for r in selection.runs if counted(r) and "total_wall_s" in r.data.metrics]
+    finished = [
+        run
+        for run, counts in zip(selection.runs, selection.counted, strict=True)
+        if counts and "total_wall_s" in run.data.metrics
+    ]
     if not finished:
         raise UsageError("no completed runs with a total_wall_s to rank")
     workloads = [workload(r) for r in finished]
@@ -255,8 +265,8 @@ def histories(client: Any, selection: Selection, metric: str) -> dict[str, list[
     """Per group, the per-epoch values of ``metric`` of up to ``CURVE_RUNS`` completed runs
     (evenly sampled: a chart's mean needs no more), fetched in bulk."""
     by_group: dict[str, list[str]] = {}
-    for run, group in zip(selection.runs, selection.groups, strict=True):
-        if counted(run):
+    for run, group, counts in zip(selection.runs, selection.groups, selection.counted, strict=True):
+        if counts:
             by_group.setdefault(group, []).append(run.info.run_id)
     chosen = {group: sample(ids) for group, ids in by_group.items()}
     found = metric_histories(client, (i for ids in chosen.values() for i in ids), metric)
@@ -270,24 +280,27 @@ def histories(client: Any, selection: Selection, metric: str) -> dict[str, list[
 
 
 def runs_csv(selection: Selection) -> str:
+    """One row per selected run: its id, name, experiment, group, outcome, machine label and
+    the latest value of every metric any of them logged (empty where a run has none)."""
     metrics = sorted({k for r in selection.runs for k in r.data.metrics})
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(
         ["run_id", "run_name", "experiment", selection.key, "outcome", "hw.label", *metrics]
     )
+    experiments = selection.experiments
+    rows = []
     for run, result in zip(selection.runs, selection.results, strict=True):
-        writer.writerow(
+        info, data = run.info, run.data
+        values = data.metrics
+        rows.append(
             [
-                run.info.run_id,
-                run.info.run_name,
-                selection.experiments.get(run.info.experiment_id, ""),
-                result.group,
-                result.outcome,
-                run.data.tags.get("hw.label", ""),
-                *(run.data.metrics.get(m, "") for m in metrics),
+                *(info.run_id, info.run_name, experiments.get(info.experiment_id, "")),
+                *(result.group, result.outcome, data.tags.get("hw.label", "")),
+                *[values.get(m, "") for m in metrics],
             ]
         )
+    writer.writerows(rows)
     return buffer.getvalue()
 
 

@@ -7,7 +7,8 @@ compare's report run); ``mltrack.run`` ends runs with it, ``mltrack.report`` and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mltrack.errors import Terminated
@@ -51,18 +52,10 @@ def run_outcome(run: Any) -> str:
     return run.data.tags.get("outcome") or BY_STATUS.get(status, status.lower())
 
 
-def counted(run: Any) -> bool:
-    """Whether a stored run's figures count in a comparison (``averaged``): the one rule
-    ``mltrack compare``'s tables, leaderboard, curves, ``--target`` and ``--parity`` share."""
-    return averaged(run_outcome(run), run.data.tags)
-
-
-def other_outcomes(runs: Any) -> str:
-    """``running 1, failed 2``: how the runs that do not count ended ("" if all count)."""
-    found: dict[str, int] = {}
-    for run in runs:
-        if not counted(run):
-            found[run_outcome(run)] = found.get(run_outcome(run), 0) + 1
+def other_outcomes(results: Iterable[Any]) -> str:
+    """``running 1, failed 2``: how the runs that do not count ended ("" if all count);
+    ``results``: ``mltrack.report.Result``s (their ``outcome``, and ``averaged``)."""
+    found = Counter(r.outcome for r in results if not r.averaged)
     return ", ".join(f"{outcome} {n}" for outcome, n in sorted(found.items()))
 
 
