@@ -1,7 +1,8 @@
-"""The main command as a user feels it: whole processes, bare Keras vs ``experiments.cifar_amp``.
+"""The main commands as a user feels them: whole processes, a bare script vs the experiment.
 
-    python -m benchmarks.startup                    # 5 pairs, about 8 minutes here
+    python -m benchmarks.startup                    # Keras: 5 pairs, about 8 minutes here
     python -m benchmarks.startup --pairs 7 --epochs 3
+    python -m benchmarks.startup --framework torch  # PyTorch: about 6 minutes here
 
 Both sides are fresh ``python`` processes training the same model (the seed-003 MLP of
 ``experiments.cifar_amp``, SGD 0.01, one-hot labels) on the same synthetic shapes (4096 32×32×3
@@ -12,7 +13,15 @@ Each process is timed from spawn to exit: wall clock, CPU of the process and its
 (``wait4``), and peak RSS. The pairs alternate which side goes first, so drift on this shared VM
 hits both alike; the figures are the medians and their ratio, and the per-pair differences.
 
-Target (issue 13): wall ≤ 1.03× the bare script and ≤ +1.0 s; CPU ≤ 1.03×.
+``--framework torch`` is the PyTorch twin: ``experiments.cifar_torch --model
+resnet50_torchvision`` (torchvision's ResNet50, whose strided stem makes a 32×32 image 60×
+cheaper than the seed's CIFAR ResNet50, which takes about 14 s a batch of 128 on this CPU;
+otherwise the seed-004 recipe: Adam under OneCycleLR stepped per micro-batch, gradients clipped,
+its loaders with 2 workers; fp32) on 1024 synthetic images, 2 epochs, batch 128, against a
+plain loop over the same model, loaders, optimizer and scheduler (built by the experiment's own
+functions) that evaluates accuracy each epoch and tracks nothing.
+
+Targets (issues 13 and 21): wall ≤ 1.03× the bare script and ≤ +1.0 s; CPU ≤ 1.03×.
 """
 
 from __future__ import annotations
@@ -47,6 +56,49 @@ model.fit(data.x_train, y_train, epochs=epochs, batch_size=batch,
 model.evaluate(data.x_test, y_test, batch_size=batch, verbose=0)
 """
 
+BARE_TORCH = """
+import sys
+import torch
+from torch import nn
+from experiments.cifar_torch import Config, build_model, loaders, load_data
+from mltrack import recipes
+
+size, epochs, batch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+cfg = Config(dataset="synthetic", synthetic_size=size, epochs=epochs, batch_size=batch,
+             precision="fp32", export=False, model=sys.argv[4])
+recipes.resolve(cfg)
+data = load_data(cfg)
+torch.manual_seed(0)
+model = build_model(cfg, data.num_classes)  # the experiment's seed-004 recipe
+train, test = loaders(cfg, data)
+optimizer, scheduler, every = recipes.optimizer(cfg, model, len(train))
+loss_fn = nn.CrossEntropyLoss()
+for epoch in range(cfg.epochs):
+    model.train()
+    for x, y in train:
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_grad_value:
+            nn.utils.clip_grad_value_(model.parameters(), cfg.clip_grad_value)
+        optimizer.step()
+        if scheduler is not None and every == "micro_batch":
+            scheduler.step()
+    if scheduler is not None and every == "epoch":
+        scheduler.step()
+    model.eval()
+    with torch.no_grad():
+        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in test)
+    print(f"epoch {epoch + 1}: val_accuracy {correct / len(data.y_test):.4f}")
+"""
+# Per framework: the bare script, the experiment module, the default --size, --epochs and
+# --batch-size, and the arguments both sides add (torchvision's ResNet50 on a CPU takes about
+# a second per batch of 128 at 32x32).
+FRAMEWORKS: dict[str, tuple[str, str, tuple[int, int, int], tuple[str, ...]]] = {
+    "keras": (BARE, "experiments.cifar_amp", (4096, 5, 256), ()),
+    "torch": (BARE_TORCH, "experiments.cifar_torch", (1024, 2, 128), ("resnet50_torchvision",)),
+}
+
 
 @dataclass
 class Sample:
@@ -72,23 +124,28 @@ def measure(command: list[str], cwd: Path, env: dict[str, str]) -> Sample:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--framework", choices=sorted(FRAMEWORKS), default="keras")
     parser.add_argument("--pairs", type=int, default=5)
-    parser.add_argument("--size", type=int, default=4096, help="synthetic training images")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--size", type=int, default=0, help="synthetic training images")
+    parser.add_argument("--epochs", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=0)
     args = parser.parse_args(argv)
-    shape = [str(args.size), str(args.epochs), str(args.batch_size)]
+    bare_script, module, defaults, model = FRAMEWORKS[args.framework]
+    given = (args.size, args.epochs, args.batch_size)
+    shape = [str(value or default) for value, default in zip(given, defaults, strict=True)]
     tracked = [
-        *("-m", "experiments.cifar_amp", "--dataset", "synthetic", "--synthetic-size"),
+        *("-m", module, "--dataset", "synthetic", "--synthetic-size"),
         *(shape[0], "--epochs", shape[1], "--batch-size", shape[2]),
         *("--precision", "fp32", "--no-export"),
+        *(("--model", *model) if model else ()),
     ]
+    bare_name = f"bare {'Keras' if args.framework == 'keras' else 'PyTorch'}"
     with tempfile.TemporaryDirectory(prefix="mltrack-startup-") as tmp:
         cwd = Path(tmp)
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         env.update(PYTHONPATH=str(ROOT), MLTRACK_SPOOL_DIR=str(cwd / "spool"))
         sides = {
-            "bare Keras": [sys.executable, "-c", BARE, *shape],
+            bare_name: [sys.executable, "-c", bare_script, *shape, *model],
             "mltrack": [sys.executable, *tracked],
         }
         # One unmeasured run of each: the store exists, as after a user's first run, and the
@@ -100,22 +157,22 @@ def main(argv: list[str] | None = None) -> int:
             order = list(sides) if pair % 2 == 0 else list(reversed(sides))
             for name in order:
                 samples[name].append(measure(sides[name], cwd, env))
-            bare, ours = samples["bare Keras"][-1], samples["mltrack"][-1]
+            bare, ours = samples[bare_name][-1], samples["mltrack"][-1]
             print(
                 f"pair {pair + 1}: bare {bare.wall_s:.2f} s wall {bare.cpu_s:.2f} s CPU | "
                 f"mltrack {ours.wall_s:.2f} s wall {ours.cpu_s:.2f} s CPU",
                 flush=True,
             )
-    report(samples["bare Keras"], samples["mltrack"])
+    report(bare_name, samples[bare_name], samples["mltrack"])
     return 0
 
 
-def report(bare: list[Sample], ours: list[Sample]) -> None:
+def report(bare_name: str, bare: list[Sample], ours: list[Sample]) -> None:
     def med(xs: list[Sample], field: str) -> float:
         return statistics.median(getattr(x, field) for x in xs)
 
     print(f"\n{len(bare)} alternated pairs, whole processes (spawn to exit), medians:")
-    print("| | bare Keras | mltrack | ratio | difference |")
+    print(f"| | {bare_name} | mltrack | ratio | difference |")
     print("|---|---|---|---|---|")
     for field, label in (("wall_s", "wall s"), ("cpu_s", "CPU s"), ("max_rss_mb", "peak RSS MB")):
         b, o = med(bare, field), med(ours, field)
