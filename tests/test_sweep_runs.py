@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -316,6 +317,65 @@ def test_a_stopped_worker_ends_its_trial_in_optuna_and_mlflow(tmp_path, client, 
     assert counted([trial]) == 0  # not a result: a restarted sweep runs it again
 
 
+def stop_between_writes(process: subprocess.Popen[str], databases: list[Path]) -> None:
+    """SIGSTOP ``process`` at a moment it holds no lock on the sqlite files ``databases``.
+
+    sqlite locks a whole file while a process writes, so a worker stopped inside one of its
+    writes (a heartbeat every second, a report each epoch) would keep every other worker out:
+    the limit the README states for sqlite, not the starved worker this test is about. Stopped,
+    the process is checked with ``BEGIN EXCLUSIVE`` (which needs no other process to hold any
+    lock); if it holds one it runs on for a moment and is stopped again."""
+    for _ in range(100):
+        os.kill(process.pid, signal.SIGSTOP)
+        wait_until(lambda: _state(process.pid) == "T", 10, "the worker to stop")
+        if not any(_locked(db) for db in databases):
+            return
+        os.kill(process.pid, signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError(f"{databases} stayed locked at 100 stops of the worker")
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def _locked(db: Path) -> bool:
+    connection = sqlite3.connect(db, timeout=0)
+    try:
+        connection.execute("BEGIN EXCLUSIVE")
+        connection.rollback()
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        connection.close()
+
+
+def test_a_stopped_sqlite_writer_gets_a_worker_a_one_line_reason(tmp_path):
+    """A worker that starts while another holds a sqlite storage's lock (stopped in the middle
+    of a write) exits 2 with one line that says so, not "expected a reachable database"."""
+    storage = tmp_path / "optuna.db"
+    optuna.create_study(study_name="held", storage=f"sqlite:///{storage}")
+    holder = sqlite3.connect(storage)
+    holder.execute("BEGIN EXCLUSIVE")  # as a writer stopped mid-commit holds it
+    try:
+        result = subprocess.run(
+            [*SWEEP, "--storage", f"sqlite:///{storage}", "--study", "held", "--trials", "1"],
+            cwd=tmp_path,
+            env=env_for(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--storage" in lines[0], result.stderr[-2000:]
+    assert "no other process holds locked" in lines[0] and "PostgreSQL" in lines[0]
+
+
 def test_a_starved_worker_whose_trial_was_reaped_goes_on_cleanly(tmp_path, client):
     """A worker stopped (SIGSTOP: starved) for longer than the grace period has its trial
     failed as stale and retried by another; when it runs again it stops that trial, says why
@@ -342,7 +402,9 @@ def test_a_starved_worker_whose_trial_was_reaped_goes_on_cleanly(tmp_path, clien
         return bool(runs) and bool(client.get_metric_history(runs[0].info.run_id, "loss"))
 
     wait_until(training, 300, "the first worker's trial to train")
-    os.kill(starved.pid, signal.SIGSTOP)
+    stop_between_writes(
+        starved, [tmp_path / "mlruns" / "optuna.db", tmp_path / "mlruns" / "mlflow.db"]
+    )
     try:
         other = start("--epochs", "1", "--sampler-seed", "1")
         out, err = other.communicate(timeout=300)

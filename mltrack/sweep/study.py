@@ -41,9 +41,19 @@ def open_storage(args: SweepArgs, on_stale: Any) -> Any:
         raise
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0][:200]
-        raise bad_value(
-            "--storage", redact_uri(args.storage), f"a reachable database ({redact_uri(reason)})"
-        ) from exc
+        expected = f"a reachable database ({redact_uri(reason)})"
+        if db is not None and "database is locked" in reason:
+            expected = LOCKED
+        raise bad_value("--storage", redact_uri(args.storage), expected) from exc
+
+
+# sqlite locks the whole file while a process writes: one stopped in the middle of a write
+# (Ctrl-Z, SIGSTOP, a frozen machine) keeps every other process out until it continues.
+LOCKED = (
+    "a sqlite file no other process holds locked (it still was after sqlite's 5 s wait: a "
+    "worker stopped while writing keeps its lock until it continues; workers that may be "
+    "stopped share PostgreSQL, which locks rows, not the database)"
+)
 
 
 def make_sampler(args: SweepArgs, space: SearchSpace) -> Any:
