@@ -97,10 +97,11 @@ def _compare(args: argparse.Namespace) -> int:
     """Regenerate the seeds' comparisons from the store."""
     from mltrack import compare
     from mltrack.analysis import Target
+    from mltrack.fetch import reading_client
     from mltrack.warmup import STORES
 
     uri = resolve_tracking_uri(args.tracking_uri)
-    client = STORES.client(uri)
+    client = reading_client(uri, lambda: STORES.client(uri))
     selection = compare.select(
         client,
         experiment=args.experiment,

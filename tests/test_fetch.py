@@ -4,6 +4,7 @@ on a real sqlite store and a real PostgreSQL server, with and without a filter s
 from __future__ import annotations
 
 import math
+import sqlite3
 
 import pytest
 from mlflow import MlflowClient
@@ -106,24 +107,48 @@ def assert_same_runs(bulk: list | None, searched: list) -> None:
         assert comparable(mine.data.metrics) == comparable(theirs.data.metrics)
 
 
+def assert_same_experiments(reader: fetch.DatabaseClient, client: MlflowClient) -> None:
+    """The reads ``mltrack compare`` makes of experiments: what ``client`` answers."""
+    client.delete_experiment(client.create_experiment("deleted"))
+
+    def key(e):
+        return (e.experiment_id, e.name, e.lifecycle_stage, e.artifact_location, e.tags)
+
+    assert sorted(map(key, reader.search_experiments())) == sorted(
+        map(key, client.search_experiments())
+    )
+    for name in ("fetch", "deleted", "no such experiment"):
+        mine, theirs = reader.get_experiment_by_name(name), client.get_experiment_by_name(name)
+        assert (mine and key(mine)) == (theirs and key(theirs)), name
+    # Anything else is the real client's.
+    some = client.search_runs([client.get_experiment_by_name("fetch").experiment_id])[0]
+    assert reader.get_run(some.info.run_id).info == some.info
+
+
 def check_store(uri: str) -> None:
     """Every filter: the bulk read equals ``search_runs``, order included."""
     ids, deleted = populate(uri)
     client = MlflowClient(uri)
     store = fetch.sql_store(client)
     assert store is not None
+    database = fetch.Database.of(store)
+    reader = fetch.reading_client(uri, lambda: client)
+    assert isinstance(reader, fetch.DatabaseClient)
+    assert_same_experiments(reader, client)
+    assert_same_runs(fetch.matching_runs(reader, ids), client.search_runs(ids, max_results=1000))
     everything = client.search_runs(ids, max_results=1000)
     assert deleted in {r.info.run_id for r in client.search_runs(ids, run_view_type=ViewType.ALL)}
     assert deleted not in {r.info.run_id for r in everything}
-    assert_same_runs(fetch.read_runs(store, ids), everything)
+    assert_same_runs(fetch.read_runs(database, ids), everything)
     picked = ", ".join(f"'{r.info.run_id}'" for r in everything[1::3])
     for filter_string in (*FILTERS[:-1], f"attributes.run_id IN ({picked})", FILTERS[-1]):
         searched = client.search_runs(ids, filter_string, max_results=1000)
-        assert_same_runs(fetch.read_runs(store, ids, filter_string), searched)
+        assert_same_runs(fetch.read_runs(database, ids, filter_string), searched)
         assert_same_runs(fetch.matching_runs(client, ids, filter_string), searched)
+        assert_same_runs(fetch.matching_runs(reader, ids, filter_string), searched)
         if filter_string != FILTERS[-1]:
             assert 0 < len(searched) < len(everything), filter_string
-    assert fetch.read_runs(store, ids, FILTERS[-1]) == []
+    assert fetch.read_runs(database, ids, FILTERS[-1]) == []
 
 
 def test_bulk_read_equals_search_runs_on_sqlite(tmp_path):
@@ -143,7 +168,7 @@ def test_latest_metric_is_the_highest_step_then_timestamp_then_value(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     ids, _ = populate(uri)
     client = MlflowClient(uri)
-    runs = fetch.read_runs(fetch.sql_store(client), ids)
+    runs = fetch.read_runs(fetch.Database.of(fetch.sql_store(client)), ids)
     assert runs is not None
     repeated_steps = 0
     for run in runs:
@@ -166,7 +191,9 @@ def test_runs_without_a_json_aggregate_read_row_by_row(tmp_path, monkeypatch):
     ids, _ = populate(uri)
     client = MlflowClient(uri)
     monkeypatch.setattr(fetch, "JSON_OBJECT_AGG", {})
-    assert_same_runs(fetch.read_runs(fetch.sql_store(client), ids), client.search_runs(ids))
+    assert_same_runs(
+        fetch.read_runs(fetch.Database.of(fetch.sql_store(client)), ids), client.search_runs(ids)
+    )
 
 
 def test_a_filter_mlflow_refuses_gets_mlflows_own_error(tmp_path):
@@ -175,7 +202,7 @@ def test_a_filter_mlflow_refuses_gets_mlflows_own_error(tmp_path):
     client = MlflowClient(uri)
     ids = [client.create_experiment("e")]
     bad = "params.precision ==== 1"
-    assert fetch.read_runs(fetch.sql_store(client), ids, bad) is None
+    assert fetch.read_runs(fetch.Database.of(fetch.sql_store(client)), ids, bad) is None
     with pytest.raises(MlflowException) as searched:
         client.search_runs(ids, bad)
     with pytest.raises(MlflowException) as ours:
@@ -194,3 +221,23 @@ def test_a_file_store_is_read_through_search_runs(tmp_path, monkeypatch):
     assert_same_runs(
         fetch.matching_runs(client, ids, "params.precision = 'fp32'"), client.search_runs(ids)
     )
+
+
+def test_a_store_the_reader_cannot_read_as_mlflow_would_gets_the_real_client(tmp_path, monkeypatch):
+    """``reading_client`` hands back the real client for a file store, an sqlite file that
+    does not exist yet or holds no MLflow tables (the real client creates them), and
+    MLflow's workspaces; a store it can read gets a ``DatabaseClient``."""
+    real = object()
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    assert fetch.reading_client((tmp_path / "files").as_uri(), lambda: real) is real
+    missing = tmp_path / "missing.db"
+    assert fetch.reading_client(f"sqlite:///{missing}", lambda: real) is real
+    assert not missing.exists()  # nothing created on the way
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).execute("CREATE TABLE experiments (name TEXT)").connection.close()
+    assert fetch.reading_client(f"sqlite:///{empty}", lambda: real) is real
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).create_experiment("e")
+    assert isinstance(fetch.reading_client(uri, lambda: real), fetch.DatabaseClient)
+    monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "true")
+    assert fetch.reading_client(uri, lambda: real) is real
