@@ -327,7 +327,6 @@ def fit(
         ledger.start_epoch()
         watch = Watch(device, micro_step)
         data_wait, samples, bad = 0.0, 0, None
-        optimizer.zero_grad(set_to_none=True)
         waited = started = time.perf_counter()
         for i, (x, y) in enumerate(_progress(train_loader, f"epoch {epoch + 1}/{epochs}")):
             data_wait += time.perf_counter() - waited
@@ -337,6 +336,8 @@ def fit(
             y = y.to(device, non_blocking=settings.non_blocking)
             outputs, loss = forward(model, x, y)
             weighted = loss.float() * weights[i]
+            if i % k == 0:  # a window's first backward: the last window's gradients go
+                optimizer.zero_grad(set_to_none=True)
             (scaler.scale(weighted) if scaler else weighted).backward()
             watch.add(outputs, loss, y)
             samples += len(y)
