@@ -16,7 +16,8 @@ alike), medians of ``--reps`` with their range:
   store already open: what ``compare`` took to read the runs before issue 21;
 - ``import + open``: a ``python`` process that imports MLflow and opens the store
   (``MlflowClient``), nothing else, with the garbage-collector settings ``compare`` runs
-  with: the floor of any ``mltrack compare`` process;
+  with: what any command that opens MLflow's store pays (``compare`` on a database store
+  reads without it: ``mltrack.fetch.reading_client``);
 - ``--format csv``: the whole ``python -m mltrack.cli compare --format csv`` process, from
   spawn to exit, imports included (the tables, no curves);
 - ``--output DIR``: the whole process that also draws the curves and writes the report.

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -158,12 +159,19 @@ class DatabaseClient:
 
 
 def reading_client(tracking_uri: str, client: Callable[[], Any]) -> Any:
-    """A ``DatabaseClient`` of ``tracking_uri`` where one answers as MLflow's store would,
-    else ``client()`` (the real ``MlflowClient``): for a store that is not a database, an
-    sqlite file that does not exist yet (the real client creates it), MLflow's workspaces
-    (``MLFLOW_ENABLE_WORKSPACES``: the store narrows what a query reads), and a database whose
-    tables are not the ones MLflow's models describe (not created yet, or an older schema:
-    the real client then says ``mlflow db upgrade``)."""
+    """A ``DatabaseClient`` of ``tracking_uri`` where it reads what MLflow's store would,
+    else ``client()`` (the real ``MlflowClient``, which then creates, refuses or explains the
+    store as it always did).
+
+    The real client is returned for a store that is not a database; an sqlite file that does
+    not exist yet (the real client creates it); MLflow's workspaces, on
+    (``MLFLOW_ENABLE_WORKSPACES``: its store narrows what a query reads) or off with
+    experiments outside the default workspace (its store refuses to open); and a database
+    whose schema is not the installed MLflow's (``alembic_version`` against the head of
+    MLflow's migrations, as ``SqlAlchemyStore`` checks it: no MLflow tables, an older schema
+    that needs ``mlflow db upgrade``, a newer one). Sessions on sqlite get the pragmas MLflow's
+    own sessions set: case-sensitive ``LIKE`` and a 20 s wait for a lock.
+    """
     from mltrack.uris import is_database, sqlite_path
 
     db = sqlite_path(tracking_uri)
@@ -173,22 +181,61 @@ def reading_client(tracking_uri: str, client: Callable[[], Any]) -> Any:
 
     if MLFLOW_ENABLE_WORKSPACES.get():
         return client()
-    from mlflow.store.tracking.dbmodels import models
-    from sqlalchemy import create_engine, exc, select
-    from sqlalchemy.orm import sessionmaker
+    from sqlalchemy import create_engine, exc
 
     engine = create_engine(tracking_uri)
-    sessions = sessionmaker(engine)
+    database = Database(_session_maker(engine), engine.dialect.name)
     try:
-        with sessions() as session:  # every column the reads select, on no rows
-            for model in (models.SqlExperiment, models.SqlRun, models.SqlLatestMetric):
-                session.execute(select(model).limit(0)).all()
-            for model in (models.SqlParam, models.SqlTag, models.SqlExperimentTag):
-                session.execute(select(model).limit(0)).all()
-    except exc.SQLAlchemyError:
+        readable = _reads_as_mlflow(database)
+    except exc.SQLAlchemyError:  # no MLflow tables, another application's file, ...
+        readable = False
+    if not readable:
         engine.dispose()
         return client()
-    return DatabaseClient(tracking_uri, Database(sessions, engine.dialect.name), client)
+    return DatabaseClient(tracking_uri, database, client)
+
+
+SQLITE_PRAGMAS = (  # what MLflow's sessions set on sqlite (mlflow.store.db.utils)
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA busy_timeout = 20000",
+    "PRAGMA case_sensitive_like = true",
+)
+
+
+def _session_maker(engine: Any) -> Callable[[], Any]:
+    """Sessions on ``engine`` (context managers) as MLflow's store opens them on sqlite."""
+    from sqlalchemy import text
+    from sqlalchemy.orm import Session
+
+    @contextmanager
+    def session() -> Iterator[Any]:
+        with Session(engine) as opened:
+            if engine.dialect.name == "sqlite":
+                for pragma in SQLITE_PRAGMAS:
+                    opened.execute(text(pragma))
+            yield opened
+
+    return session
+
+
+def _reads_as_mlflow(database: Database) -> bool:
+    """Whether ``database`` holds the installed MLflow's schema and no experiment outside the
+    default workspace. Reading the head of MLflow's migrations takes alembic's script
+    directory alone (0.1 s), not the store's module."""
+    import mlflow
+    from alembic.script import ScriptDirectory
+    from mlflow.store.tracking.dbmodels.models import SqlExperiment
+    from mlflow.utils.workspace_utils import DEFAULT_WORKSPACE_NAME
+    from sqlalchemy import select, text
+
+    migrations = Path(mlflow.__file__).parent / "store" / "db_migrations"
+    heads = ScriptDirectory(str(migrations)).get_heads()
+    with database.sessions() as session:
+        version = session.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        elsewhere = select(SqlExperiment.experiment_id).where(
+            SqlExperiment.workspace != DEFAULT_WORKSPACE_NAME
+        )
+        return heads == [version] and session.execute(elsewhere.limit(1)).first() is None
 
 
 def read_runs(

@@ -148,6 +148,10 @@ def check_store(uri: str) -> None:
         assert_same_runs(fetch.matching_runs(reader, ids, filter_string), searched)
         if filter_string != FILTERS[-1]:
             assert 0 < len(searched) < len(everything), filter_string
+    # sqlite's LIKE ignores case unless a session says otherwise, as MLflow's sessions do
+    assert client.search_runs(ids, "tags.hw.label ILIKE 'xeon%'")
+    assert client.search_runs(ids, "tags.hw.label LIKE 'xeon%'") == []
+    assert fetch.matching_runs(reader, ids, "tags.hw.label LIKE 'xeon%'") == []
     assert fetch.read_runs(database, ids, FILTERS[-1]) == []
 
 
@@ -224,9 +228,12 @@ def test_a_file_store_is_read_through_search_runs(tmp_path, monkeypatch):
 
 
 def test_a_store_the_reader_cannot_read_as_mlflow_would_gets_the_real_client(tmp_path, monkeypatch):
-    """``reading_client`` hands back the real client for a file store, an sqlite file that
-    does not exist yet or holds no MLflow tables (the real client creates them), and
-    MLflow's workspaces; a store it can read gets a ``DatabaseClient``."""
+    """``reading_client`` hands back the real client for a file store; an sqlite file that
+    does not exist yet, is empty or belongs to another application (the real client creates
+    or refuses it); a schema older or newer than the installed MLflow's (the real client says
+    ``mlflow db upgrade``); experiments outside MLflow's default workspace while workspaces
+    are off (the real client refuses the store), and workspaces on. A store it can read gets
+    a ``DatabaseClient``."""
     real = object()
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     assert fetch.reading_client((tmp_path / "files").as_uri(), lambda: real) is real
@@ -234,10 +241,31 @@ def test_a_store_the_reader_cannot_read_as_mlflow_would_gets_the_real_client(tmp
     assert fetch.reading_client(f"sqlite:///{missing}", lambda: real) is real
     assert not missing.exists()  # nothing created on the way
     empty = tmp_path / "empty.db"
-    sqlite3.connect(empty).execute("CREATE TABLE experiments (name TEXT)").connection.close()
+    empty.touch()
     assert fetch.reading_client(f"sqlite:///{empty}", lambda: real) is real
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    foreign = tmp_path / "foreign.db"
+    sqlite3.connect(foreign).execute("CREATE TABLE experiments (name TEXT)").connection.close()
+    assert fetch.reading_client(f"sqlite:///{foreign}", lambda: real) is real
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
     MlflowClient(uri).create_experiment("e")
     assert isinstance(fetch.reading_client(uri, lambda: real), fetch.DatabaseClient)
+
+    def changed(sql: str) -> str:
+        copy = tmp_path / f"changed-{len(list(tmp_path.iterdir()))}.db"
+        copy.write_bytes(db.read_bytes())
+        with sqlite3.connect(copy) as connection:
+            connection.execute(sql)
+        connection.close()
+        return f"sqlite:///{copy}"
+
+    older = changed("UPDATE alembic_version SET version_num = '451aebb31d03'")
+    assert fetch.reading_client(older, lambda: real) is real
+    with pytest.raises(MlflowException, match="out-of-date database schema"):
+        MlflowClient(older).search_experiments()
+    newer = changed("UPDATE alembic_version SET version_num = 'ffffffffffff'")
+    assert fetch.reading_client(newer, lambda: real) is real
+    other_workspace = changed("UPDATE experiments SET workspace = 'team-b' WHERE name = 'e'")
+    assert fetch.reading_client(other_workspace, lambda: real) is real
     monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "true")
     assert fetch.reading_client(uri, lambda: real) is real
