@@ -97,7 +97,7 @@ def _compare(args: argparse.Namespace) -> int:
     """Regenerate the seeds' comparisons from the store."""
     from mltrack import compare
     from mltrack.analysis import Target
-    from mltrack.fetch import reading_client
+    from mltrack.database import reading_client
     from mltrack.warmup import STORES
 
     uri = resolve_tracking_uri(args.tracking_uri)

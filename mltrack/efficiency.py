@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
+from mltrack import cache
 from mltrack.environment import Hardware
 
 DTYPES = ("fp64", "fp32", "bf16", "fp16")
@@ -51,10 +50,6 @@ GPU_PEAKS: dict[str, dict[str, float]] = {
 }
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("MLTRACK_CACHE_DIR") or Path.home() / ".cache/mltrack")
-
-
 def gpu_peaks(name: str) -> dict[str, float]:
     """The datasheet peaks of a GPU by its NVML name, or {} for one not in the table."""
     words = name.replace("-", " ").upper().split()
@@ -63,13 +58,9 @@ def gpu_peaks(name: str) -> dict[str, float]:
 
 def cpu_peaks(hardware: Hardware) -> dict[str, float]:
     """This CPU's measured peaks, from the cache or a calibration run now (a few seconds)."""
-    path = cache_dir() / "peaks.json"
-    try:
-        cached = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cached = {}
-    if hardware.fingerprint in cached:
-        return dict(cached[hardware.fingerprint])
+    cached = cache.lookup("peaks.json", hardware.fingerprint)
+    if cached is not None:
+        return dict(cached)
     try:
         proc = subprocess.run(
             [sys.executable, "-c", CALIBRATION],
@@ -81,11 +72,7 @@ def cpu_peaks(hardware: Hardware) -> dict[str, float]:
         measured = {k: float(v) for k, v in json.loads(proc.stdout).items()}
     except (OSError, ValueError, subprocess.SubprocessError):
         return {}  # no peak known: MFU stays absent
-    cached[hardware.fingerprint] = measured
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cached, indent=1))
-    tmp.replace(path)  # atomic: concurrent workers never read half a file
+    cache.keep("peaks.json", hardware.fingerprint, measured)
     return measured
 
 

@@ -3,6 +3,7 @@ on a real sqlite store and a real PostgreSQL server, with and without a filter s
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 
@@ -11,7 +12,7 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 
-from mltrack import fetch
+from mltrack import cache, database, fetch
 from mltrack.run import start_run
 from tests.postgres import postgres_server
 
@@ -107,7 +108,7 @@ def assert_same_runs(bulk: list | None, searched: list) -> None:
         assert comparable(mine.data.metrics) == comparable(theirs.data.metrics)
 
 
-def assert_same_experiments(reader: fetch.DatabaseClient, client: MlflowClient) -> None:
+def assert_same_experiments(reader: database.DatabaseClient, client: MlflowClient) -> None:
     """The reads ``mltrack compare`` makes of experiments: what ``client`` answers."""
     client.delete_experiment(client.create_experiment("deleted"))
 
@@ -131,19 +132,19 @@ def check_store(uri: str) -> None:
     client = MlflowClient(uri)
     store = fetch.sql_store(client)
     assert store is not None
-    database = fetch.Database.of(store)
-    reader = fetch.reading_client(uri, lambda: client)
-    assert isinstance(reader, fetch.DatabaseClient)
+    db = database.Database.of(store)
+    reader = database.reading_client(uri, lambda: client)
+    assert isinstance(reader, database.DatabaseClient)
     assert_same_experiments(reader, client)
     assert_same_runs(fetch.matching_runs(reader, ids), client.search_runs(ids, max_results=1000))
     everything = client.search_runs(ids, max_results=1000)
     assert deleted in {r.info.run_id for r in client.search_runs(ids, run_view_type=ViewType.ALL)}
     assert deleted not in {r.info.run_id for r in everything}
-    assert_same_runs(fetch.read_runs(database, ids), everything)
+    assert_same_runs(fetch.read_runs(db, ids), everything)
     picked = ", ".join(f"'{r.info.run_id}'" for r in everything[1::3])
     for filter_string in (*FILTERS[:-1], f"attributes.run_id IN ({picked})", FILTERS[-1]):
         searched = client.search_runs(ids, filter_string, max_results=1000)
-        assert_same_runs(fetch.read_runs(database, ids, filter_string), searched)
+        assert_same_runs(fetch.read_runs(db, ids, filter_string), searched)
         assert_same_runs(fetch.matching_runs(client, ids, filter_string), searched)
         assert_same_runs(fetch.matching_runs(reader, ids, filter_string), searched)
         if filter_string != FILTERS[-1]:
@@ -152,7 +153,7 @@ def check_store(uri: str) -> None:
     assert client.search_runs(ids, "tags.hw.label ILIKE 'xeon%'")
     assert client.search_runs(ids, "tags.hw.label LIKE 'xeon%'") == []
     assert fetch.matching_runs(reader, ids, "tags.hw.label LIKE 'xeon%'") == []
-    assert fetch.read_runs(database, ids, FILTERS[-1]) == []
+    assert fetch.read_runs(db, ids, FILTERS[-1]) == []
 
 
 def test_bulk_read_equals_search_runs_on_sqlite(tmp_path):
@@ -172,7 +173,7 @@ def test_latest_metric_is_the_highest_step_then_timestamp_then_value(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     ids, _ = populate(uri)
     client = MlflowClient(uri)
-    runs = fetch.read_runs(fetch.Database.of(fetch.sql_store(client)), ids)
+    runs = fetch.read_runs(database.Database.of(fetch.sql_store(client)), ids)
     assert runs is not None
     repeated_steps = 0
     for run in runs:
@@ -196,7 +197,7 @@ def test_runs_without_a_json_aggregate_read_row_by_row(tmp_path, monkeypatch):
     client = MlflowClient(uri)
     monkeypatch.setattr(fetch, "JSON_OBJECT_AGG", {})
     assert_same_runs(
-        fetch.read_runs(fetch.Database.of(fetch.sql_store(client)), ids), client.search_runs(ids)
+        fetch.read_runs(database.Database.of(fetch.sql_store(client)), ids), client.search_runs(ids)
     )
 
 
@@ -206,7 +207,7 @@ def test_a_filter_mlflow_refuses_gets_mlflows_own_error(tmp_path):
     client = MlflowClient(uri)
     ids = [client.create_experiment("e")]
     bad = "params.precision ==== 1"
-    assert fetch.read_runs(fetch.Database.of(fetch.sql_store(client)), ids, bad) is None
+    assert fetch.read_runs(database.Database.of(fetch.sql_store(client)), ids, bad) is None
     with pytest.raises(MlflowException) as searched:
         client.search_runs(ids, bad)
     with pytest.raises(MlflowException) as ours:
@@ -236,20 +237,20 @@ def test_a_store_the_reader_cannot_read_as_mlflow_would_gets_the_real_client(tmp
     a ``DatabaseClient``."""
     real = object()
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    assert fetch.reading_client((tmp_path / "files").as_uri(), lambda: real) is real
+    assert database.reading_client((tmp_path / "files").as_uri(), lambda: real) is real
     missing = tmp_path / "missing.db"
-    assert fetch.reading_client(f"sqlite:///{missing}", lambda: real) is real
+    assert database.reading_client(f"sqlite:///{missing}", lambda: real) is real
     assert not missing.exists()  # nothing created on the way
     empty = tmp_path / "empty.db"
     empty.touch()
-    assert fetch.reading_client(f"sqlite:///{empty}", lambda: real) is real
+    assert database.reading_client(f"sqlite:///{empty}", lambda: real) is real
     foreign = tmp_path / "foreign.db"
     sqlite3.connect(foreign).execute("CREATE TABLE experiments (name TEXT)").connection.close()
-    assert fetch.reading_client(f"sqlite:///{foreign}", lambda: real) is real
+    assert database.reading_client(f"sqlite:///{foreign}", lambda: real) is real
     db = tmp_path / "mlflow.db"
     uri = f"sqlite:///{db}"
     MlflowClient(uri).create_experiment("e")
-    assert isinstance(fetch.reading_client(uri, lambda: real), fetch.DatabaseClient)
+    assert isinstance(database.reading_client(uri, lambda: real), database.DatabaseClient)
 
     def changed(sql: str) -> str:
         copy = tmp_path / f"changed-{len(list(tmp_path.iterdir()))}.db"
@@ -260,12 +261,27 @@ def test_a_store_the_reader_cannot_read_as_mlflow_would_gets_the_real_client(tmp
         return f"sqlite:///{copy}"
 
     older = changed("UPDATE alembic_version SET version_num = '451aebb31d03'")
-    assert fetch.reading_client(older, lambda: real) is real
+    assert database.reading_client(older, lambda: real) is real
     with pytest.raises(MlflowException, match="out-of-date database schema"):
         MlflowClient(older).search_experiments()
     newer = changed("UPDATE alembic_version SET version_num = 'ffffffffffff'")
-    assert fetch.reading_client(newer, lambda: real) is real
+    assert database.reading_client(newer, lambda: real) is real
     other_workspace = changed("UPDATE experiments SET workspace = 'team-b' WHERE name = 'e'")
-    assert fetch.reading_client(other_workspace, lambda: real) is real
+    assert database.reading_client(other_workspace, lambda: real) is real
     monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "true")
-    assert fetch.reading_client(uri, lambda: real) is real
+    assert database.reading_client(uri, lambda: real) is real
+
+
+def test_the_schema_head_is_mlflows_and_is_read_from_the_cache(tmp_path, monkeypatch):
+    """``schema_heads`` is what ``SqlAlchemyStore`` checks a database against, and after the
+    first read it comes from the cache (a stale entry there is what the reader believes)."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    monkeypatch.setenv("MLTRACK_CACHE_DIR", str(tmp_path / "cache"))
+    assert database.schema_heads() == [_get_latest_schema_revision()]
+    (entry,) = json.loads((tmp_path / "cache" / "mlflow_schema_heads.json").read_text()).items()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).create_experiment("e")
+    assert isinstance(database.reading_client(uri, lambda: None), database.DatabaseClient)
+    cache.keep("mlflow_schema_heads.json", entry[0], ["0123456789ab"])
+    assert database.reading_client(uri, lambda: None) is None
