@@ -94,7 +94,7 @@ class DatabaseClient:
             return None if experiment is None else experiment.to_mlflow_entity()
 
 
-def reading_client(tracking_uri: str, client: Callable[[], Any]) -> Any:
+def reading_client(tracking_uri: str, client: Callable[[], Any], *, existing: bool = False) -> Any:
     """A ``DatabaseClient`` of ``tracking_uri`` where it reads what MLflow's store would,
     else ``client()`` (the real ``MlflowClient``, which then creates, refuses or explains the
     store as it always did).
@@ -107,28 +107,51 @@ def reading_client(tracking_uri: str, client: Callable[[], Any]) -> Any:
     MLflow's migrations, as ``SqlAlchemyStore`` checks it: no MLflow tables, an older schema
     that needs ``mlflow db upgrade``, a newer one). Sessions on sqlite get the pragmas MLflow's
     own sessions set: case-sensitive ``LIKE`` and a 20 s wait for a lock.
+
+    ``existing``, for a command that only reads: a database without MLflow's tables (an
+    sqlite file not there, empty or another application's) is a ``UsageError`` naming
+    ``--tracking-uri``, where the real client would create MLflow's tables in it.
     """
+    from mltrack.errors import bad_value
     from mltrack.uris import is_database, sqlite_path
 
+    if not is_database(tracking_uri):
+        return client()
     db = sqlite_path(tracking_uri)
-    if not is_database(tracking_uri) or (db is not None and not db.is_file()):
+    if db is not None and not db.is_file():
+        if existing:
+            raise bad_value("--tracking-uri", tracking_uri, "an existing store: no such file")
         return client()
     from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
-
-    if MLFLOW_ENABLE_WORKSPACES.get():
-        return client()
     from sqlalchemy import create_engine, exc
 
     engine = create_engine(tracking_uri)
+    if existing and _without_mlflow_tables(engine):
+        engine.dispose()
+        raise bad_value(
+            "--tracking-uri", tracking_uri, "an MLflow store: this database has no MLflow tables"
+        )
     database = Database(_session_maker(engine), engine.dialect.name)
     try:
-        readable = _reads_as_mlflow(database)
+        readable = not MLFLOW_ENABLE_WORKSPACES.get() and _reads_as_mlflow(database)
     except exc.SQLAlchemyError:  # no MLflow tables, another application's file, ...
         readable = False
     if not readable:
         engine.dispose()
         return client()
     return DatabaseClient(tracking_uri, database, client)
+
+
+def _without_mlflow_tables(engine: Any) -> bool:
+    """Whether the database is one MLflow never created its tables in (no ``alembic_version``
+    and no ``experiments``); ``False`` when it cannot tell (the real client then says why)."""
+    from sqlalchemy import exc, inspect
+
+    try:
+        tables = inspect(engine)
+        return not (tables.has_table("alembic_version") or tables.has_table("experiments"))
+    except exc.SQLAlchemyError:
+        return False
 
 
 SQLITE_PRAGMAS = (  # what MLflow's sessions set on sqlite (mlflow.store.db.utils)

@@ -249,3 +249,26 @@ def test_compare_called_in_process_leaves_the_garbage_collector_as_it_was(store_
     code, out, _ = compare(store_with_runs, capsys, "--format", "csv")
     assert code == 0 and out.count("\n") == 5
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "foreign"])
+def test_compare_creates_no_store_and_writes_into_no_other_database(tmp_path, capsys, kind):
+    """compare only reads: a database without MLflow's tables (an sqlite file not there, empty
+    or another application's) is a one-line error naming --tracking-uri, and nothing is
+    written; MLflow's client would have created its 60 tables there."""
+    import sqlite3
+
+    db = tmp_path / "app.db"
+    if kind == "empty":
+        db.touch()
+    if kind == "foreign":
+        with sqlite3.connect(db) as connection:
+            connection.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL)")
+        connection.close()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    code, out, err = compare(f"sqlite:///{db}", capsys)
+    assert code == 2 and out == ""
+    expected = "no such file" if kind == "missing" else "this database has no MLflow tables"
+    assert err.count("\n") == 1 and "--tracking-uri: got 'sqlite:///" in err, err
+    assert expected in err, err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
