@@ -36,6 +36,7 @@ from mltrack.report import (
     results_table,
     seconds,
 )
+from mltrack.warmup import refuse_deleted
 
 SKIPPED_ROLES = ("study", "report")
 CURVE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
@@ -87,17 +88,22 @@ def select(
         if found is None:
             known = sorted(e.name for e in client.search_experiments())
             raise bad_value("--experiment", experiment, f"one of {', '.join(known) or '(none)'}")
+        refuse_deleted(found)  # its runs are deleted with it: say why none match
         experiments = [found]
     else:
         experiments = list(client.search_experiments())
     names = {e.experiment_id: e.name for e in experiments}
     if run_ids:
+        from mlflow.exceptions import MlflowException
+
         runs = []
         for run_id in run_ids:
             try:
                 runs.append(client.get_run(run_id))
-            except Exception as exc:
-                raise bad_value("--runs", run_id, "the id of a run in this store") from exc
+            except MlflowException as exc:  # not found, or not an id; anything else is not --runs'
+                if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                    raise
+                raise bad_value("--runs", run_id, "the id of a run in this store") from None
     elif names:
         try:
             runs = matching_runs(client, list(names), filter_string)

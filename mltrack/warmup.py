@@ -155,11 +155,16 @@ class _Pending:
 def check_experiment(client: Any, name: str) -> None:
     """``UsageError`` naming ``--experiment`` if the experiment ``name`` is deleted (MLflow
     refuses runs in it, and its name stays taken until it is restored or purged)."""
-    found = client.get_experiment_by_name(name)
+    refuse_deleted(client.get_experiment_by_name(name))
+
+
+def refuse_deleted(found: Any) -> None:
+    """``UsageError`` naming ``--experiment`` if ``found`` (an MLflow ``Experiment`` or
+    ``None``) is deleted, with how to restore it."""
     if found is not None and found.lifecycle_stage == "deleted":
         raise bad_value(
             "--experiment",
-            name,
+            found.name,
             "an active experiment; this one is deleted: restore it with `mlflow experiments "
             f"restore --experiment-id {found.experiment_id}` or choose another name",
         )

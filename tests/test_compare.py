@@ -7,6 +7,7 @@ import statistics
 import pytest
 
 from mltrack import cli
+from mltrack import compare as compare_module
 from mltrack.run import start_run
 from tests.conftest import all_runs
 
@@ -272,3 +273,33 @@ def test_compare_creates_no_store_and_writes_into_no_other_database(tmp_path, ca
     assert err.count("\n") == 1 and "--tracking-uri: got 'sqlite:///" in err, err
     assert expected in err, err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_deleted_experiment_is_named_as_deleted(store_with_runs, capsys, client):
+    """Deleting an experiment deletes its runs: "matched no runs" would not say why."""
+    client.delete_experiment(client.get_experiment_by_name("study").experiment_id)
+    code, out, err = compare(store_with_runs, capsys, "--experiment", "study")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "--experiment: got 'study', expected an active experiment; this one is deleted" in err
+    assert "mlflow experiments restore" in err
+
+
+def test_runs_names_only_ids_the_store_does_not_know(store_with_runs, capsys):
+    """``--runs``' message is for an id that is not a run's; another failure of the store is
+    not blamed on the id."""
+    from mlflow.exceptions import MlflowException
+
+    for run_id in ("bogus", "a" * 32, "../x"):
+        code, out, err = compare(store_with_runs, capsys, "--runs", run_id)
+        assert code == 2 and out == "" and err.count("\n") == 1
+        assert f"--runs: got {run_id!r}, expected the id of a run in this store" in err
+
+    class Broken:
+        def search_experiments(self):
+            return []
+
+        def get_run(self, run_id):
+            raise MlflowException("the store is down", error_code="TEMPORARILY_UNAVAILABLE")
+
+    with pytest.raises(MlflowException, match="the store is down"):
+        compare_module.select(Broken(), run_ids=["a" * 32])
