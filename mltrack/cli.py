@@ -101,7 +101,7 @@ def _compare(args: argparse.Namespace) -> int:
     from mltrack.warmup import STORES
 
     uri = resolve_tracking_uri(args.tracking_uri)
-    client = reading_client(uri, lambda: STORES.client(uri), existing=True)  # creates none
+    client = reading_client(uri, lambda: STORES.client(uri))  # reads; creates no store
     selection = compare.select(
         client,
         experiment=args.experiment,

@@ -59,8 +59,8 @@ class DatabaseClient:
     cannot answer as it would.
     """
 
-    def __init__(self, tracking_uri: str, database: Database, client: Callable[[], Any]) -> None:
-        self.tracking_uri, self.database, self._client = tracking_uri, database, client
+    def __init__(self, database: Database, client: Callable[[], Any]) -> None:
+        self.database, self._client = database, client
 
     def client(self) -> Any:
         """The real ``MlflowClient``."""
@@ -94,23 +94,20 @@ class DatabaseClient:
             return None if experiment is None else experiment.to_mlflow_entity()
 
 
-def reading_client(tracking_uri: str, client: Callable[[], Any], *, existing: bool = False) -> Any:
+def reading_client(tracking_uri: str, client: Callable[[], Any]) -> Any:
     """A ``DatabaseClient`` of ``tracking_uri`` where it reads what MLflow's store would,
-    else ``client()`` (the real ``MlflowClient``, which then creates, refuses or explains the
-    store as it always did).
+    else ``client()`` (the real ``MlflowClient``, which then refuses or explains the store as
+    it always did). For a command that only reads: a database without MLflow's tables (an
+    sqlite file not there, empty or another application's) is a ``UsageError`` naming
+    ``--tracking-uri``, where the real client would create MLflow's tables in it.
 
-    The real client is returned for a store that is not a database; an sqlite file that does
-    not exist yet (the real client creates it); MLflow's workspaces, on
+    The real client is returned for a store that is not a database; MLflow's workspaces, on
     (``MLFLOW_ENABLE_WORKSPACES``: its store narrows what a query reads) or off with
     experiments outside the default workspace (its store refuses to open); and a database
     whose schema is not the installed MLflow's (``alembic_version`` against the head of
     MLflow's migrations, as ``SqlAlchemyStore`` checks it: no MLflow tables, an older schema
     that needs ``mlflow db upgrade``, a newer one). Sessions on sqlite get the pragmas MLflow's
     own sessions set: case-sensitive ``LIKE`` and a 20 s wait for a lock.
-
-    ``existing``, for a command that only reads: a database without MLflow's tables (an
-    sqlite file not there, empty or another application's) is a ``UsageError`` naming
-    ``--tracking-uri``, where the real client would create MLflow's tables in it.
     """
     from mltrack.errors import bad_value
     from mltrack.uris import is_database, sqlite_path
@@ -119,14 +116,12 @@ def reading_client(tracking_uri: str, client: Callable[[], Any], *, existing: bo
         return client()
     db = sqlite_path(tracking_uri)
     if db is not None and not db.is_file():
-        if existing:
-            raise bad_value("--tracking-uri", tracking_uri, "an existing store: no such file")
-        return client()
+        raise bad_value("--tracking-uri", tracking_uri, "an existing store: no such file")
     from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
     from sqlalchemy import create_engine, exc
 
     engine = create_engine(tracking_uri)
-    if existing and _without_mlflow_tables(engine):
+    if _without_mlflow_tables(engine):
         engine.dispose()
         raise bad_value(
             "--tracking-uri", tracking_uri, "an MLflow store: this database has no MLflow tables"
@@ -139,7 +134,7 @@ def reading_client(tracking_uri: str, client: Callable[[], Any], *, existing: bo
     if not readable:
         engine.dispose()
         return client()
-    return DatabaseClient(tracking_uri, database, client)
+    return DatabaseClient(database, client)
 
 
 def _without_mlflow_tables(engine: Any) -> bool:

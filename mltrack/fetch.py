@@ -67,15 +67,21 @@ def matching_runs(client: Any, experiment_ids: list[str], filter_string: str = "
     ``search_runs`` returns (``mlflow.entities.Run``, newest first), read in bulk from a
     database-backed store (``read_runs``), else, or when MLflow's translation refuses the
     filter, through ``search_all`` (which then raises MLflow's own error for a bad filter)."""
-    database = client.database if isinstance(client, DatabaseClient) else None
-    store = sql_store(client) if database is None else None
-    if store is not None:
-        database = Database.of(store)
+    database = database_of(client)
     if database is not None:
         found = read_runs(database, experiment_ids, filter_string)
         if found is not None:
             return found
     return search_all(client, experiment_ids, filter_string)
+
+
+def database_of(client: Any) -> Database | None:
+    """The database ``read_runs`` reads for ``client``: a ``DatabaseClient``'s, or a
+    ``SqlAlchemyStore``'s through its own sessions; ``None`` for any other store."""
+    if isinstance(client, DatabaseClient):
+        return client.database
+    store = sql_store(client)
+    return None if store is None else Database.of(store)
 
 
 def sql_store(client: Any) -> Any:
