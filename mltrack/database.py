@@ -98,8 +98,9 @@ def reading_client(tracking_uri: str, client: Callable[[], Any]) -> Any:
     """A ``DatabaseClient`` of ``tracking_uri`` where it reads what MLflow's store would,
     else ``client()`` (the real ``MlflowClient``, which then refuses or explains the store as
     it always did). For a command that only reads: a database without MLflow's tables (an
-    sqlite file not there, empty or another application's) is a ``UsageError`` naming
-    ``--tracking-uri``, where the real client would create MLflow's tables in it.
+    sqlite file not there, empty or another application's) or an sqlite file that is not a
+    database is a ``UsageError`` naming ``--tracking-uri``, where the real client would create
+    MLflow's tables in it, or print a traceback and leave a lock file.
 
     The real client is returned for a store that is not a database; MLflow's workspaces, on
     (``MLFLOW_ENABLE_WORKSPACES``: its store narrows what a query reads) or off with
@@ -121,11 +122,10 @@ def reading_client(tracking_uri: str, client: Callable[[], Any]) -> Any:
     from sqlalchemy import create_engine, exc
 
     engine = create_engine(tracking_uri)
-    if _without_mlflow_tables(engine):
+    problem = _not_a_store(engine)
+    if problem:
         engine.dispose()
-        raise bad_value(
-            "--tracking-uri", tracking_uri, "an MLflow store: this database has no MLflow tables"
-        )
+        raise bad_value("--tracking-uri", tracking_uri, f"an MLflow store: {problem}")
     database = Database(_session_maker(engine), engine.dialect.name)
     try:
         readable = not MLFLOW_ENABLE_WORKSPACES.get() and _reads_as_mlflow(database)
@@ -137,16 +137,24 @@ def reading_client(tracking_uri: str, client: Callable[[], Any]) -> Any:
     return DatabaseClient(database, client)
 
 
-def _without_mlflow_tables(engine: Any) -> bool:
-    """Whether the database is one MLflow never created its tables in (no ``alembic_version``
-    and no ``experiments``); ``False`` when it cannot tell (the real client then says why)."""
+def _not_a_store(engine: Any) -> str:
+    """Why the database cannot be an MLflow store, or ``""``: MLflow never created its tables
+    in it (no ``alembic_version``, no ``experiments``), or the sqlite file is not a database
+    (random bytes, text, a truncated or overwritten file: sqlite's own words). ``""`` also
+    when it cannot tell (a lock, a server that does not answer): the real client says why."""
     from sqlalchemy import exc, inspect
 
     try:
         tables = inspect(engine)
-        return not (tables.has_table("alembic_version") or tables.has_table("experiments"))
-    except exc.SQLAlchemyError:
-        return False
+        if tables.has_table("alembic_version") or tables.has_table("experiments"):
+            return ""
+        return "this database has no MLflow tables"
+    except exc.OperationalError:  # locked, unreachable: not the file's content
+        return ""
+    except exc.DatabaseError as error:
+        if engine.dialect.name != "sqlite":
+            return ""
+        return f"an sqlite database; sqlite says: {str(error.orig).splitlines()[0]}"
 
 
 SQLITE_PRAGMAS = (  # what MLflow's sessions set on sqlite (mlflow.store.db.utils)

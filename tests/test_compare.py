@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -252,27 +253,53 @@ def test_compare_called_in_process_leaves_the_garbage_collector_as_it_was(store_
     assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty", "foreign"])
-def test_compare_creates_no_store_and_writes_into_no_other_database(tmp_path, capsys, kind):
+NOT_A_DATABASE = "an MLflow store: an sqlite database; sqlite says: file is not a database"
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("missing", "an existing store: no such file"),
+        ("empty", "an MLflow store: this database has no MLflow tables"),
+        ("foreign", "an MLflow store: this database has no MLflow tables"),
+        ("random bytes", NOT_A_DATABASE),
+        ("text", NOT_A_DATABASE),
+        ("a store's tail", NOT_A_DATABASE),
+    ],
+)
+def test_compare_creates_no_store_and_writes_into_no_other_file(
+    tmp_path, capsys, store, kind, expected
+):
     """compare only reads: a database without MLflow's tables (an sqlite file not there, empty
-    or another application's) is a one-line error naming --tracking-uri, and nothing is
-    written; MLflow's client would have created its 60 tables there."""
+    or another application's) or a file that is no database at all is a one-line error naming
+    --tracking-uri, and nothing is written; MLflow's client would have created its 60 tables
+    there, or printed a traceback and left a lock file."""
+    import random
     import sqlite3
 
-    db = tmp_path / "app.db"
+    folder = tmp_path / "app"
+    folder.mkdir()
+    db = folder / "app.db"
     if kind == "empty":
         db.touch()
     if kind == "foreign":
         with sqlite3.connect(db) as connection:
             connection.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL)")
         connection.close()
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    if kind == "random bytes":
+        db.write_bytes(random.Random(0).randbytes(8192))
+    if kind == "text":
+        db.write_text("run_id,loss\nabc,0.5\n")
+    if kind == "a store's tail":  # a copy that lost its first page (its header)
+        log_run(store, "fp32", m(1.0, 1.0, 2.0, 0.5, 0.5))
+        db.write_bytes(Path(store.removeprefix("sqlite:///")).read_bytes()[4096:])
+        capsys.readouterr()  # the store's own set-up lines
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
     code, out, err = compare(f"sqlite:///{db}", capsys)
     assert code == 2 and out == ""
-    expected = "no such file" if kind == "missing" else "this database has no MLflow tables"
     assert err.count("\n") == 1 and "--tracking-uri: got 'sqlite:///" in err, err
-    assert expected in err, err
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert f"expected {expected}" in err, err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
 def test_a_deleted_experiment_is_named_as_deleted(store_with_runs, capsys, client):
