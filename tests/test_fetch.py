@@ -108,6 +108,12 @@ def assert_same_runs(bulk: list | None, searched: list) -> None:
         assert comparable(mine.data.metrics) == comparable(theirs.data.metrics)
 
 
+def database_of(client: MlflowClient) -> database.Database:
+    found = fetch.database_of(client)
+    assert found is not None
+    return found
+
+
 def assert_same_experiments(reader: database.DatabaseClient, client: MlflowClient) -> None:
     """The reads ``mltrack compare`` makes of experiments: what ``client`` answers."""
     client.delete_experiment(client.create_experiment("deleted"))
@@ -173,7 +179,7 @@ def test_latest_metric_is_the_highest_step_then_timestamp_then_value(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     ids, _ = populate(uri)
     client = MlflowClient(uri)
-    runs = fetch.read_runs(fetch.database_of(client), ids)
+    runs = fetch.read_runs(database_of(client), ids)
     assert runs is not None
     repeated_steps = 0
     for run in runs:
@@ -196,7 +202,7 @@ def test_runs_without_a_json_aggregate_read_row_by_row(tmp_path, monkeypatch):
     ids, _ = populate(uri)
     client = MlflowClient(uri)
     monkeypatch.setattr(fetch, "JSON_OBJECT_AGG", {})
-    assert_same_runs(fetch.read_runs(fetch.database_of(client), ids), client.search_runs(ids))
+    assert_same_runs(fetch.read_runs(database_of(client), ids), client.search_runs(ids))
 
 
 def test_a_filter_mlflow_refuses_gets_mlflows_own_error(tmp_path):
@@ -205,7 +211,7 @@ def test_a_filter_mlflow_refuses_gets_mlflows_own_error(tmp_path):
     client = MlflowClient(uri)
     ids = [client.create_experiment("e")]
     bad = "params.precision ==== 1"
-    assert fetch.read_runs(fetch.database_of(client), ids, bad) is None
+    assert fetch.read_runs(database_of(client), ids, bad) is None
     with pytest.raises(MlflowException) as searched:
         client.search_runs(ids, bad)
     with pytest.raises(MlflowException) as ours:
