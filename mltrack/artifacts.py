@@ -179,7 +179,10 @@ def exporting(run: Run) -> Iterator[Path]:
 
 
 def skipped(run: Run) -> bool:
-    """A run that was stopped (diverged, pruned) has no model worth keeping."""
+    """A run that was stopped (diverged, pruned) has no model worth keeping; in a distributed
+    job only rank 0 exports (every rank holds the same weights)."""
+    if not run.is_rank_zero:
+        return True
     if run.stopping:
         run.set_tags({"export": f"skipped: the run {run.outcome}"})
     return run.stopping

@@ -10,7 +10,9 @@ its error and the study goes on; the parent ends FAILED only if no child complet
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import shutil
 import sys
 import time
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from mltrack import published
+from mltrack import distributed, published
 from mltrack.config import ExperimentConfig, parse_config, quiet_frameworks
 from mltrack.environment import detect_hardware, gpu_energy_mj
 from mltrack.errors import Terminated, UsageError
@@ -99,7 +101,8 @@ class Experiment(Generic[C, D]):
             "precision": resolved.resolved,
             "precision_requested": resolved.requested,
             "precision_reason": resolved.reason,
-            "effective_batch_size": cfg.effective_batch_size,
+            # micro-batch x accumulation x world size: the samples of one optimizer step
+            "effective_batch_size": cfg.effective_batch_size * distributed.world().size,
             "repeat": repeat,
             **self.seed_params(),
             **data.params(),
@@ -216,14 +219,23 @@ class Experiment(Generic[C, D]):
         )
 
     def main(self, argv: Sequence[str] | None = None) -> int:
+        """``python -m experiments.NAME``; under a launcher, the ranks other than 0 train
+        without a store and print nothing but errors (``mltrack.distributed``)."""
+        if not distributed.world().is_rank_zero:
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                return self._main(argv)
+        return self._main(argv)
+
+    def _main(self, argv: Sequence[str] | None = None) -> int:
         try:
             cfg = self.parse(argv)
             quiet_frameworks(cfg.verbose, self.framework)
-            # MLflow's import, the store and the probes load on a thread while the data loads
-            # (after the framework's import, which a thread would only slow down: warmup.py).
-            uri = which_tracking_uri(cfg.tracking_uri or None)
-            STORES.begin(uri, cfg.experiment or self.name)
-            STORES.opened(uri)  # a refused store or experiment before any data loads
+            if distributed.world().is_rank_zero:  # the job's one run is rank 0's
+                # MLflow's import, the store and the probes load on a thread while the data
+                # loads (after the framework's import, which a thread would only slow: warmup).
+                uri = which_tracking_uri(cfg.tracking_uri or None)
+                STORES.begin(uri, cfg.experiment or self.name)
+                STORES.opened(uri)  # a refused store or experiment before any data loads
             data = self.load_data(cfg)
         except UsageError as exc:
             print(f"{self.prog}: error: {exc}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from types import FrameType
@@ -54,8 +55,19 @@ def process_tags() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def sigterm_as_exception() -> Iterator[None]:
-    """Turn SIGTERM into a ``Terminated`` exception in the main thread, so runs end KILLED."""
+def sigterm_as_exception(unless_handled: bool = False) -> Iterator[None]:
+    """Turn SIGTERM into a ``Terminated`` exception in the main thread, so runs end KILLED.
+
+    ``unless_handled``: leave a handler the program installed alone (and do nothing outside
+    the main thread, where Python cannot install one): ``mltrack.start_run`` in a user's
+    script, where SIGTERM is how ``torchrun`` stops the ranks of a failed job.
+    """
+    if unless_handled and (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
 
     def handler(signum: int, frame: FrameType | None) -> None:
         # Ignore further SIGTERMs while we unwind and close the runs.

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mltrack.limits import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH, redacted_stdout
+from mltrack.uris import default_artifact_location
 
 
 @dataclass(frozen=True)
@@ -278,3 +279,25 @@ def register_model(client: Any, run_id: str, name: str, artifact_path: str) -> s
     with redacted_stdout():
         version = client.create_model_version(name, source, run_id=run_id, model_id=model_id)
     return str(version.version)
+
+
+# MLflow 3's UI opens an experiment in its GenAI (traces) view unless this tag says it is model
+# training; ours always are, so the UI lands on the runs table.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def get_or_create_experiment(client: Any, name: str, uri: str) -> str:
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        if "mlflow.experimentKind" not in existing.tags:
+            client.set_experiment_tag(existing.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
+        return str(existing.experiment_id)
+    try:
+        return str(
+            client.create_experiment(name, default_artifact_location(uri), tags=EXPERIMENT_KIND)
+        )
+    except Exception:  # another worker created it between our two calls
+        existing = client.get_experiment_by_name(name)
+        if existing is None:
+            raise
+        return str(existing.experiment_id)

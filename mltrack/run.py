@@ -41,14 +41,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mltrack import limits, records
+from mltrack import distributed, limits, records
 from mltrack.environment import software_tags
 from mltrack.outcomes import STATUS, describe, outcome_of
-from mltrack.process import HEARTBEAT_TAG, process_tags
+from mltrack.process import HEARTBEAT_TAG, process_tags, sigterm_as_exception
 from mltrack.records import Artifact, Inputs, Model, Point, Record, Register, Values, encode
 from mltrack.sink import Sink
 from mltrack.spool import Journal, spool_dir
-from mltrack.uris import default_artifact_location, resolve_tracking_uri
+from mltrack.uris import resolve_tracking_uri
 from mltrack.warmup import STORES, Stores
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ def _client(tracking_uri: str, stores: Stores | None = None) -> Any:
 
 class Run:
     """One open MLflow run: the small interface every framework hook and command talks to."""
+
+    is_rank_zero = True  # the process that writes (``mltrack.follower``: the other ranks)
 
     @classmethod
     def attach(cls, run_id: str, tracking_uri: str) -> Run:
@@ -168,17 +170,18 @@ class Run:
         self.sink.put([Register(name, artifact_path)])
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            target = Path(tmp) / Path(artifact_file).name
-            target.write_text(limits.redact_uri(text))
-            self.log_artifact(target, _folder(artifact_file))
+        self._log_file(artifact_file, lambda target: target.write_text(limits.redact_uri(text)))
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         """A matplotlib figure as a PNG artifact."""
+        self._log_file(artifact_file, lambda target: figure.savefig(target, dpi=100))
+
+    def _log_file(self, artifact_file: str, write: Callable[[Path], Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             target = Path(tmp) / Path(artifact_file).name
-            figure.savefig(target, dpi=100)
-            self.log_artifact(target, _folder(artifact_file))
+            write(target)
+            folder = str(Path(artifact_file).parent)
+            self.log_artifact(target, None if folder == "." else folder)
 
     def stop(self, outcome: str, error: str = "", **details: Any) -> bool:
         """A stop decision: training ends after this step or epoch; the first decision stands.
@@ -197,12 +200,13 @@ class Run:
         self.set_tags(self._details)
         return True
 
-    def _ended_by(self, exc: BaseException) -> None:
-        """An exception overrides an earlier stop decision: it is what ended the run."""
+    def _ended_by(self, exc: BaseException, peer_failure: str = "") -> None:
+        """An exception overrides an earlier stop decision: it is what ended the run; in a
+        distributed job, another rank's failure (``peer_failure``) is what ended it."""
         with self._lock:
-            self._outcome = outcome_of(exc)
+            self._outcome = "failed" if peer_failure else outcome_of(exc)
             killed = self._outcome == "killed"
-            self._error = type(exc).__name__ if killed else describe(exc)
+            self._error = peer_failure or (type(exc).__name__ if killed else describe(exc))
 
     @property
     def outcome(self) -> str:
@@ -265,14 +269,11 @@ class Run:
                 "records with `mltrack sync --discard %s`", run, why, path, run
             )  # fmt: skip
             return
+        where = limits.redact_uri(self.tracking_uri)
         log.error(
             "run %s could not be ended on %s (%s); everything it logged is in %s: run "
-            "`mltrack sync` when the store is back",
-            self.run_id,
-            limits.redact_uri(self.tracking_uri),
-            reason,
-            self.journal.path,
-        )
+            "`mltrack sync` when the store is back", self.run_id, where, reason, self.journal.path
+        )  # fmt: skip
 
     def detach(self) -> None:
         """Stop writing to a run without ending it (a sweep's parent, shared with others)."""
@@ -287,11 +288,6 @@ class Run:
 
     def _heartbeat(self) -> None:
         self._client.set_tag(self.run_id, HEARTBEAT_TAG, str(int(time.time())))
-
-
-def _folder(artifact_file: str) -> str | None:
-    parent = str(Path(artifact_file).parent)
-    return None if parent == "." else parent
 
 
 def tag_run(tracking_uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
@@ -321,28 +317,6 @@ def end_orphan(tracking_uri: str, run_id: str, error: str) -> bool:
     return True
 
 
-# MLflow 3's UI opens an experiment in its GenAI (traces) view unless this tag says it is model
-# training; ours always are, so the UI lands on the runs table.
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-
-
-def _get_or_create_experiment(client: Any, name: str, uri: str) -> str:
-    existing = client.get_experiment_by_name(name)
-    if existing is not None:
-        if "mlflow.experimentKind" not in existing.tags:
-            client.set_experiment_tag(existing.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
-        return str(existing.experiment_id)
-    try:
-        return str(
-            client.create_experiment(name, default_artifact_location(uri), tags=EXPERIMENT_KIND)
-        )
-    except Exception:  # another worker created it between our two calls
-        existing = client.get_experiment_by_name(name)
-        if existing is None:
-            raise
-        return str(existing.experiment_id)
-
-
 @contextlib.contextmanager
 def start_run(
     experiment: str,
@@ -361,13 +335,19 @@ def start_run(
     (``system/*`` metrics every that many seconds); it stops before the run ends. ``stores``:
     the registry of clients and probes (``mltrack.warmup``; default: the process's).
     """
+    here = distributed.world()
+    if not here.is_rank_zero:  # the job's run is rank 0's; this rank only learns its id
+        from mltrack.follower import following
+
+        with following(parent) as follower:
+            yield follower
+        return
     stores = stores or STORES
     uri = resolve_tracking_uri(tracking_uri or (parent.tracking_uri if parent else None))
     prepared = stores.tracking(uri, experiment)  # begun while the framework loaded, if at all
     client = parent._client if parent else stores.client(uri)
-    experiment_id = (
-        parent.experiment_id if parent else _get_or_create_experiment(client, experiment, uri)
-    )
+    find = records.get_or_create_experiment
+    experiment_id = parent.experiment_id if parent else find(client, experiment, uri)
     base_tags = {
         **process_tags(),
         "mlflow.source.name": Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python",
@@ -388,11 +368,15 @@ def start_run(
         )
         run.monitor.start()
     try:
+        if here.distributed:  # every rank learns the id; rank 0 records the job's shape
+            job = distributed.join(run.run_id)[1]
+            tags, params = {**job["tags"], **(tags or {})}, {**job["params"], **(params or {})}
         run.set_tags(tags or {})
         run.log_params(params or {})
-        yield run
+        with sigterm_as_exception(unless_handled=True):
+            yield run
     except BaseException as exc:
-        run._ended_by(exc)
+        run._ended_by(exc, distributed.peer_failure(exc) if here.distributed else "")
         raise
     finally:
         run.finish()

@@ -52,7 +52,7 @@ def fit_with_trainer(
 
     from mltrack.efficiency import torch_flops_per_sample
     from mltrack.huggingface import MltrackCallback
-    from mltrack.torch.loop import classification_scores
+    from mltrack.metrics import classification_scores
     from mltrack.vision import ImageArrays
 
     class WithLoss(nn.Module):

@@ -13,9 +13,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from mltrack import torch as mt
+from mltrack.metrics import classification_scores
 from mltrack.run import start_run
 from mltrack.torch import steps
-from mltrack.torch.loop import classification_scores, window_weights
+from mltrack.torch.loop import window_weights
 from tests.conftest import all_runs, check_timing_model
 
 pytestmark = pytest.mark.torch

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from mltrack import distributed
 from mltrack.ledger import Ledger
 from mltrack.run import Run
 from mltrack.torch.loop import gpu_peak
@@ -91,6 +92,13 @@ class MltrackCallback(TrainerCallback):
         params = {k: v for k, v in args.to_sanitized_dict().items() if k not in hidden}
         self.run.log_params({f"hf.{k}": v for k, v in params.items()})
         self.run.set_tags({"torch.device": str(self.device), "mltrack.trainer": "transformers"})
+        if distributed.world().torch and args.world_size == 1 and self.run.is_rank_zero:
+            warnings.warn(
+                f"{distributed.world().size} processes were launched, but the Trainer trains "
+                "a whole copy in each (accelerate found no GPU): on a CPU pass "
+                "TrainingArguments(use_cpu=True) or set ACCELERATE_USE_CPU=1",
+                stacklevel=2,
+            )
         # A leaf with weights: accelerate enters autocast inside the model's own forward,
         # after the model's pre-hooks have run.
         model = kwargs.get("model")
@@ -152,6 +160,12 @@ class MltrackCallback(TrainerCallback):
             torch.cuda.synchronize(self.device)
         self.ledger.end_validation()
         record = self.ledger.end_epoch(self.samples)
+        parallel = distributed.world().torch and args.world_size > 1
+        if parallel:  # the job's record, from every rank's
+            mine = self.samples // args.world_size  # the Trainer's sampler shards the epoch
+            record = distributed.merge_epoch(
+                record, mine, self.ledger.flops_per_sample, self.ledger.peak_tflops
+            )
         record["loss"] = self.loss
         record["optimizer_steps"] = float(state.global_step)  # as mltrack.torch.fit logs them
         if math.isfinite(self.learning_rate):
@@ -162,17 +176,19 @@ class MltrackCallback(TrainerCallback):
                 record[f"val_{name}"] = float(value)
         self.run.end_epoch(self.epoch, record)
         self.record = record
+        self.epoch, self.epochs_done = -1, self.epochs_done + 1
+        # Diverged, or an epoch hook (a sweep's pruner) decided on rank 0: every rank stops.
+        if distributed.decided_on_rank_zero(self.run.stopping) if parallel else self.run.stopping:
+            control.should_training_stop = True
+        if not self.run.is_rank_zero:
+            return
         print(
-            f"epoch {self.epoch + 1}/{math.ceil(args.num_train_epochs)} - "
+            f"epoch {self.epochs_done}/{math.ceil(args.num_train_epochs)} - "
             f"{record['epoch_wall_s']:.1f}s - loss {self.loss:.4f} - val_loss "
             f"{record.get('val_loss', float('nan')):.4f} - val_accuracy "
             f"{record.get('val_accuracy', float('nan')):.4f}",
             flush=True,
         )
-        self.epoch = -1
-        self.epochs_done += 1
-        if self.run.stopping:  # diverged, or an epoch hook (a sweep's pruner) decided to stop
-            control.should_training_stop = True
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._hook is not None:

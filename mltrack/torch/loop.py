@@ -26,6 +26,7 @@ What it does that a notebook loop usually gets wrong:
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -35,12 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional
 
+from mltrack import distributed
 from mltrack.ledger import Ledger
-from mltrack.metrics import multiclass_scores
+from mltrack.metrics import classification_scores
 from mltrack.precision import COMPUTE_DTYPE
 from mltrack.run import Run
+from mltrack.torch import ddp
 from mltrack.torch.steps import (
     Forward,
     OptimizerStep,
@@ -51,47 +53,6 @@ from mltrack.torch.steps import (
 )
 
 CAST = {"fp64": torch.float64, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class ImageInput(nn.Module):
-    """uint8 NCHW images to normalised floats in the model's dtype, resized if needed.
-
-    Part of the model, so exported models take raw images and loaders move uint8 (4× less
-    than float32 across the bus).
-    """
-
-    def __init__(
-        self,
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
-        input_size: int,
-        model_size: int,
-        mode: str = "bilinear",
-    ) -> None:
-        super().__init__()
-        # Decided here, not from x.shape in forward(), so tracing sees no data-dependent branch.
-        self.resize_to = model_size if model_size != input_size else 0
-        self.mode = mode  # torch's interpolate modes: bilinear, bicubic, ...
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x.to(self.mean.dtype) / 255 - self.mean) / self.std
-        if self.resize_to:
-            size = (self.resize_to, self.resize_to)
-            x = functional.interpolate(x, size=size, mode=self.mode, align_corners=False)
-        return x
-
-
-class Logits(nn.Module):
-    """transformers models return an output object; traced and exported models need a tensor."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=x).logits
 
 
 @dataclass(frozen=True)
@@ -110,8 +71,15 @@ class Settings:
     check_every: int = 50
 
     def resolved_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        """The device asked for; in a distributed job, "auto" and "cuda" mean the rank's own
+        GPU (``cuda:LOCAL_RANK``)."""
+        here = distributed.world()
+        if self.device == "auto" or (self.device == "cuda" and here.torch):
+            return (
+                distributed.device(here)
+                if here.torch
+                else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            )
         return torch.device(self.device)
 
 
@@ -129,7 +97,8 @@ def window_weights(batch_sizes: list[int], accumulation_steps: int) -> list[floa
 
 
 def loader_batch_sizes(loader: Any) -> list[int]:
-    n, b = len(loader.dataset), loader.batch_size
+    """The sizes of an epoch's batches (this rank's, on a ``DistributedSampler``)."""
+    n, b = len(loader.sampler), loader.batch_size
     full, rest = divmod(n, b)
     return [b] * full + ([] if loader.drop_last or rest == 0 else [rest])
 
@@ -190,34 +159,31 @@ def _to_device(
     return x
 
 
-def classification_scores(labels: Any, logits: Any, batch_size: int) -> dict[str, float]:
-    """Seed 004's metrics from a whole evaluation's logits (N × classes) and labels.
-
-    ``accuracy``; ``precision_macro``, ``recall_macro`` and ``f1_macro`` (the EfficientNet
-    notebooks' ignite Precision/Recall/F1, averaged over classes); ``top5_accuracy`` (theirs
-    too; with more than five classes); and ``f1_micro_batch_mean``, the ResNet50 files' F1:
-    the micro-F1 of each evaluation batch of ``batch_size`` averaged over the batches, which
-    equals their batch-averaged accuracy (a short last batch weighs as much as a full one).
-    """
-    from sklearn import metrics
-
-    y = np.asarray(labels).reshape(-1)
-    scores_ = np.asarray(logits, dtype=np.float32)
-    predicted = scores_.argmax(1)
-    out = multiclass_scores(y, predicted)
-    for name, score in (("precision", metrics.precision_score), ("recall", metrics.recall_score)):
-        out[f"{name}_macro"] = float(score(y, predicted, average="macro", zero_division=0))
-    if scores_.shape[1] > 5:
-        top5 = np.argpartition(-scores_, 5, axis=1)[:, :5]
-        out["top5_accuracy"] = float((top5 == y[:, None]).any(1).mean())
-    hits = predicted == y
-    out["f1_micro_batch_mean"] = float(
-        np.mean([hits[i : i + batch_size].mean() for i in range(0, len(y), batch_size)])
-    )
-    return out
-
-
 @torch.no_grad()
+def _outputs(
+    model: nn.Module,
+    loader: Any,
+    loss_fn: Callable[..., torch.Tensor],
+    settings: Settings,
+    precision: str,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The logits (N × classes) and labels of ``loader``'s samples, and their summed loss."""
+    device = settings.resolved_device()
+    model.eval()
+    loss_sum, logits, labels = 0.0, [], []
+    for x, y in loader:
+        x = _to_device(x, device, settings, CAST.get(precision))
+        y = y.to(device, non_blocking=settings.non_blocking)
+        with autocast(precision, device):
+            out = model(x)
+        loss_sum += float(loss_fn(out.float(), y)) * len(y)
+        logits.append(out.float().cpu().numpy())
+        labels.append(y.cpu().numpy())
+    if not logits:  # a rank's shard of an evaluation set smaller than the world
+        return np.empty((0, 0), np.float32), np.empty(0, np.int64), 0.0
+    return np.concatenate(logits), np.concatenate(labels), loss_sum
+
+
 def evaluate(
     model: nn.Module,
     loader: Any,
@@ -225,21 +191,19 @@ def evaluate(
     settings: Settings,
     precision: str,
 ) -> dict[str, float]:
-    device = settings.resolved_device()
-    model.eval()
-    losses, logits, labels = [], [], []
-    for x, y in loader:
-        x = _to_device(x, device, settings, CAST.get(precision))
-        y = y.to(device, non_blocking=settings.non_blocking)
-        with autocast(precision, device):
-            out = model(x)
-        losses.append(float(loss_fn(out.float(), y)) * len(y))
-        logits.append(out.float().cpu().numpy())
-        labels.append(y.cpu().numpy())
-    scores = classification_scores(
-        np.concatenate(labels), np.concatenate(logits), loader.batch_size or len(labels[0])
-    )
-    scores["loss"] = sum(losses) / sum(len(batch) for batch in labels)
+    """``classification_scores`` and the mean ``loss`` over ``loader``'s whole dataset; in a
+    distributed job every rank evaluates a shard and gets the whole set's scores
+    (``mltrack.torch.ddp.evaluate``)."""
+
+    def one(module: nn.Module, part: Any) -> tuple[np.ndarray, np.ndarray, float]:
+        return _outputs(module, part, loss_fn, settings, precision)
+
+    if distributed.world().torch:
+        logits, labels, loss_sum = ddp.evaluate(one, model, loader)
+    else:
+        logits, labels, loss_sum = one(model, loader)
+    scores = classification_scores(labels, logits, loader.batch_size or len(labels))
+    scores["loss"] = loss_sum / max(len(labels), 1)
     return scores
 
 
@@ -289,6 +253,7 @@ def fit(
     """
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     device = settings.resolved_device()
+    parallel = distributed.world().torch  # DistributedDataParallel under a launcher
     precision = settings.precision
     run.set_tags(
         {"precision": precision, "torch.precision_run": precision, "torch.device": str(device)}
@@ -300,6 +265,12 @@ def fit(
         optimizer, model, scaler, settings.clip_grad_value, scheduler, scheduler_every
     )
     k = settings.accumulation_steps
+    eager = model  # FLOPs are counted, and the model returned, without the DDP wrapper
+    timer = None
+    if parallel:
+        train_loader = ddp.shard_training(train_loader)
+        model = ddp.wrap(model, device)
+        timer = ddp.time_communication(model, device)
     sizes = loader_batch_sizes(train_loader)
     dropped = batch_norm_drop(model, sizes)
     if dropped:
@@ -317,13 +288,14 @@ def fit(
     # (about a second; found by the timing test's reference pass).
     import sklearn.metrics  # noqa: F401
 
-    flops = _flops(model, loss_fn, test_loader, settings)  # once per model, not per step
+    flops = _flops(eager, loss_fn, test_loader, settings)  # once per model, not per step
     run.log_params(ledger.measure_efficiency(flops, COMPUTE_DTYPE[precision]))
     ledger.begin()
     micro_step = 0
     record: dict[str, float] = {}
     for epoch in range(epochs):
         model.train()
+        ddp.set_epoch(train_loader, epoch)
         ledger.start_epoch()
         watch = Watch(device, micro_step)
         data_wait, samples, bad = 0.0, 0, None
@@ -334,17 +306,21 @@ def fit(
                 break
             x = _to_device(x, device, settings, CAST.get(precision))
             y = y.to(device, non_blocking=settings.non_blocking)
-            outputs, loss = forward(model, x, y)
-            weighted = loss.float() * weights[i]
-            if i % k == 0:  # a window's first backward: the last window's gradients go
-                optimizer.zero_grad(set_to_none=True)
-            (scaler.scale(weighted) if scaler else weighted).backward()
+            window_end = (i + 1) % k == 0 or i + 1 == len(weights)
+            # DDP all-reduces gradients in backward: only at the window's last micro-batch.
+            with contextlib.nullcontext() if window_end or not parallel else model.no_sync():
+                outputs, loss = forward(model, x, y)
+                weighted = loss.float() * weights[i]
+                if i % k == 0:  # a window's first backward: the last window's gradients go
+                    optimizer.zero_grad(set_to_none=True)
+                (scaler.scale(weighted) if scaler else weighted).backward()
             watch.add(outputs, loss, y)
             samples += len(y)
             micro_step += 1
-            if (i + 1) % k == 0 or i + 1 == len(weights):  # the window's end
+            if window_end:
                 if (step.steps + 1) % settings.check_every == 0:  # a host read every N steps
                     bad = watch.diverged_at()
+                    bad = distributed.first_divergence(bad) if parallel else bad
                     if bad is not None:  # before this window's (non-finite) step
                         break
                 step()
@@ -353,9 +329,15 @@ def fit(
             waited = time.perf_counter()
         _sync(device)
         train_phase = time.perf_counter() - started
-        bad = bad if bad is not None else watch.diverged_at()
+        if bad is None:
+            bad = watch.diverged_at()
+            bad = distributed.first_divergence(bad) if parallel else bad
+        if parallel:  # one model on every rank for evaluation and export
+            ddp.broadcast_buffers(model)
         loss_sum, hits = watch.totals()
         record = {"data_wait_s": data_wait, "compute_s": train_phase - data_wait}
+        if timer is not None:
+            record["comm_wait_s"] = timer.take()
         record["micro_steps"] = float(micro_step)
         record["optimizer_steps"] = float(step.steps)
         record["learning_rate"] = float(optimizer.param_groups[0]["lr"])
@@ -364,7 +346,7 @@ def fit(
             record["skipped_steps"] = float(step.skipped)
         if bad is not None:
             run.stop("diverged", epoch=epoch, step=bad, loss=float("nan"))
-            record.update(ledger.end_epoch(samples))
+            record = _epoch_record(ledger, record, samples, parallel)
             run.end_epoch(epoch, {**record, "loss": float("nan")})
             break
         record["loss"] = loss_sum / max(samples, 1)
@@ -373,22 +355,40 @@ def fit(
         scores = evaluate(model, test_loader, loss_fn, settings, precision)
         _sync(device)
         ledger.end_validation()
-        record.update(ledger.end_epoch(samples))
+        record = _epoch_record(ledger, record, samples, parallel)
         record.update({f"val_{k}": v for k, v in scores.items()})
         run.end_epoch(epoch, record)
-        if run.stopping:  # an epoch hook (a sweep's pruner) decided to stop
+        stopping = distributed.decided_on_rank_zero(run.stopping) if parallel else run.stopping
+        if stopping:  # an epoch hook (a sweep's pruner) decided to stop
             break
         if scheduler is not None and scheduler_every == "epoch":
             schedule(scheduler)
+        if not run.is_rank_zero:
+            continue
         print(
             f"epoch {epoch + 1}/{epochs} - {record['epoch_wall_s']:.1f}s "
-            f"(data wait {data_wait:.1f}s) - loss {record['loss']:.4f} - val_loss "
+            f"(data wait {record['data_wait_s']:.1f}s) - loss {record['loss']:.4f} - val_loss "
             f"{scores['loss']:.4f} - val_accuracy {scores['accuracy']:.4f} - val_f1_macro "
             f"{scores['f1_macro']:.4f}",
             flush=True,
         )
     ledger.end()
+    if parallel:
+        run.set_tags(ddp.weights_agree(model))
     summary = ledger.summary()
     run.log_metrics(summary, step=0)
     # The caller also gets the last epoch's values (val_accuracy, ...), as from mltrack.keras.
-    return model, {**record, **summary}
+    return ddp.unwrapped(model), {**record, **summary}
+
+
+def _epoch_record(
+    ledger: Ledger, record: dict[str, float], samples: int, parallel: bool
+) -> dict[str, float]:
+    """The loop's ``record`` with the ledger's epoch figures; in a distributed job, the job's
+    (``mltrack.distributed.merge_epoch``), which the ledger keeps for the summary."""
+    record = {**record, **ledger.end_epoch(samples)}
+    if not parallel:
+        return record
+    job = distributed.merge_epoch(record, samples, ledger.flops_per_sample, ledger.peak_tflops)
+    ledger.epochs[-1].update((key, job[key]) for key in ledger.epochs[-1] if key in job)
+    return job
