@@ -1,5 +1,6 @@
 """The comparisons that say whether a difference is real: speed and efficiency per group with
-median and minimum, noise caveats, time to a target, and precision parity epoch by epoch.
+median and minimum, noise caveats, time to a target, precision parity epoch by epoch; what a
+run ran on (``world_size``, ``devices``) for ``mltrack.scaling``'s data-parallel tables.
 
 Used by ``mltrack compare`` (``mltrack.compare``); every number comes from the runs in the
 store: summary metrics for the tables, metric histories only where epochs matter.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +120,67 @@ def noise_caveats(selection: Any) -> list[str]:
     return notes
 
 
+# -- what a run ran on, and what it computed -----------------------------------------------
+
+
+def int_param(run: Any, key: str, default: int = 1) -> int:
+    try:
+        return int(run.data.params.get(key, default))
+    except ValueError:  # not written by mltrack: the default, as for a run without it
+        return default
+
+
+def world_size(run: Any) -> int:
+    """A run's processes (param ``world_size``); 1 for a run from before data parallelism."""
+    return max(1, int_param(run, "world_size"))
+
+
+def devices(run: Any) -> str:
+    """The hardware a run trained on, its processes counted: the ``hw.label`` tag for one
+    process; for a job of several its ``distributed.hardware`` tag ("2 x AMD EPYC (2 cores)"),
+    else "<world size> x <hw.label>", with "over N nodes" when it spanned machines."""
+    label = run.data.tags.get("hw.label", "unknown")
+    size = world_size(run)
+    if size == 1:
+        return label
+    label = run.data.tags.get("distributed.hardware") or f"{size} x {label}"
+    nodes = int_param(run, "nodes")
+    return label if nodes == 1 else f"{label} over {nodes} nodes"
+
+
+def hourly_price(run: Any, prices: Mapping[str, float] | None) -> float | None:
+    """What a run's machines cost an hour: the ``--prices`` row of its ``hw.label``, once per
+    node (param ``nodes``: the processes of one node share its machine); ``None`` if unpriced."""
+    price = (prices or {}).get(run.data.tags.get("hw.label", ""))
+    return None if price is None else price * int_param(run, "nodes")
+
+
+WORKLOAD_PARAMS = ("dataset", "model", "epochs", "effective_batch_size", "precision")
+
+
+def workload(run: Any) -> str:
+    """What a run computed, machine and world size aside: only runs of one workload are ranked
+    together. Its batch is per process, ``batch_per_process`` = ``effective_batch_size`` ÷
+    world size (that param counts every process's samples of a step), so one process and a
+    job of two at the same batch are one workload (weak scaling)."""
+    params = run.data.params
+    parts = [run.data.tags.get("mltrack.module", "?").removeprefix("experiments.")]
+    for key in (k for k in WORKLOAD_PARAMS if k in params):
+        value = params[key]
+        if key == "effective_batch_size" and value.isdigit():
+            key, value = "batch_per_process", str(int(value) // world_size(run))
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def throughput(run: Any) -> float | None:
+    """A run's samples per second, a distributed job's global one (all ranks' samples / the
+    slowest rank's time): ``steady_samples_per_s`` (warm-up apart), else its last epoch's
+    ``samples_per_s``; ``None`` without either."""
+    metrics = run.data.metrics
+    return metrics.get("steady_samples_per_s", metrics.get("samples_per_s"))
+
+
 # -- per-epoch comparisons -----------------------------------------------------------------
 
 
@@ -146,33 +208,38 @@ class Target:
         return value >= self.value if self.op == ">=" else value <= self.value
 
 
+def reaching(client: Any, runs: Sequence[Any], target: Target) -> dict[str, tuple[int, float]]:
+    """Per id of the ``runs`` that reached ``target``: the epochs it took (its first epoch at
+    the target, counted from 1) and the wall time until then (``epoch_wall_s`` summed up to and
+    including that epoch); the histories read in bulk, one query per metric."""
+    ids = [r.info.run_id for r in runs]
+    values, times = (metric_histories(client, ids, m) for m in (target.metric, "epoch_wall_s"))
+    out = {}
+    for run_id in ids:
+        steps = values.get(run_id, {})
+        hit = next((e for e in sorted(steps) if target.reached(steps[e])), None)
+        if hit is not None:
+            wall = sum(t for e, t in times.get(run_id, {}).items() if e <= hit)
+            out[run_id] = (hit + 1, wall)
+    return out
+
+
 def time_to_target(
     client: Any, selection: Any, target: Target, prices: dict[str, float] | None = None
 ) -> Table:
-    """Per group: wall time (sum of ``epoch_wall_s``), epochs and cost until first reached."""
+    """Per group: wall time (sum of ``epoch_wall_s``), epochs and cost until first reached
+    (``reaching``); cost = the run's ``hourly_price`` × wall time."""
     header = [selection.key, "runs", "reached", "epochs (median)", "wall (median)", "wall (min)"]
     if prices:
         header.append("cost (median)")
     table = Table(f"Time to {target.metric} {target.op} {target.value:g}", header)
     groups = _by_group(selection)
-    ids = [r.info.run_id for runs in groups.values() for r in runs]
-    all_values, all_times = (
-        metric_histories(client, ids, m) for m in (target.metric, "epoch_wall_s")
-    )
+    reached = reaching(client, [r for runs in groups.values() for r in runs], target)
     for group, runs in groups.items():
-        epochs, walls, costs = [], [], []
-        for run in runs:
-            values = all_values.get(run.info.run_id, {})
-            times = all_times.get(run.info.run_id, {})
-            hit = next((e for e in sorted(values) if target.reached(values[e])), None)
-            if hit is None:
-                continue
-            wall = sum(t for e, t in times.items() if e <= hit)
-            epochs.append(hit + 1)
-            walls.append(wall)
-            price = (prices or {}).get(run.data.tags.get("hw.label", ""))
-            if price is not None:
-                costs.append(price * wall / 3600)
+        hits = [(run, reached[run.info.run_id]) for run in runs if run.info.run_id in reached]
+        epochs, walls = [e for _, (e, _) in hits], [w for _, (_, w) in hits]
+        hourly = [(hourly_price(run, prices), wall) for run, (_, wall) in hits]
+        costs = [price * wall / 3600 for price, wall in hourly if price is not None]
         row = [group, str(len(runs)), f"{len(walls)} of {len(runs)}"]
         if not runs:
             row = [group, "0", NONE_COMPLETED, "–", "–", "–"]

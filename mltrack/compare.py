@@ -3,7 +3,8 @@
 Runs are selected by experiment, MLflow filter string or run ids (default: every experiment),
 grouped by any param or tag, and rendered as: the seed-000 precision table (a column per group,
 deltas against a baseline), the seed-002 table (mean ± spread over repeats), the seed-001
-hardware leaderboard (speed-up over a CPU), learning curves and a time-vs-accuracy scatter.
+hardware leaderboard (speed-up over a CPU), where world sizes differ a scaling table (data
+parallelism), learning curves and a time-vs-accuracy scatter.
 A study's parent run and earlier report runs are never counted as runs.
 """
 
@@ -21,7 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from mltrack import published
-from mltrack.analysis import Target, noise_caveats, parity_table, speed_table, time_to_target
+from mltrack.analysis import (
+    Target,
+    devices,
+    hourly_price,
+    noise_caveats,
+    parity_table,
+    speed_table,
+    time_to_target,
+    workload,
+)
 from mltrack.errors import UsageError, bad_value
 from mltrack.fetch import CURVE_RUNS, matching_runs, metric_histories, sample
 from mltrack.outcomes import run_outcome
@@ -36,6 +46,7 @@ from mltrack.report import (
     results_table,
     seconds,
 )
+from mltrack.scaling import scaling_caveats, scaling_tables
 from mltrack.warmup import refuse_deleted
 
 SKIPPED_ROLES = ("study", "report")
@@ -167,7 +178,7 @@ def caveats(selection: Selection) -> list[str]:
             f"{nan} diverged run(s) trained every epoch on NaN (the seed's protocol): their "
             "times and accuracy are averaged in"
         )
-    return notes + noise_caveats(selection)
+    return notes + noise_caveats(selection) + scaling_caveats(selection)
 
 
 def precision_table(selection: Selection, baseline: str = "") -> Table:
@@ -207,24 +218,13 @@ def repeats_table(selection: Selection, metrics: Sequence[str] | None = None) ->
     )
 
 
-WORKLOAD_PARAMS = ("dataset", "model", "epochs", "effective_batch_size", "precision")
-
-
-def workload(run: Any) -> str:
-    """What a run computed, machine aside: only runs of one workload are ranked together."""
-    parts = [run.data.tags.get("mltrack.module", "?").removeprefix("experiments.")]
-    parts += [f"{k}={run.data.params[k]}" for k in WORKLOAD_PARAMS if k in run.data.params]
-    return " ".join(parts)
-
-
 def leaderboard(
     selection: Selection, cpu_baseline: str = "", prices: dict[str, float] | None = None
 ) -> Table:
-    """The seed-001 shape: one row per machine, fastest first, speed-up over a CPU.
-
-    Machines are ranked on the most common workload of the selection only (the same
-    experiment, data, model, epochs, batch and precision); other runs are left out, and said so.
-    """
+    """The seed-001 shape: a row per machine and process count (``devices``), fastest first,
+    speed-up over a CPU, cost = ``hourly_price`` × time. Machines are ranked on the most
+    common ``workload`` of the selection only (experiment, data, model, epochs, batch per
+    process, precision); other runs are left out, and said so."""
     finished = [
         run
         for run, counts in zip(selection.runs, selection.counted, strict=True)
@@ -236,11 +236,13 @@ def leaderboard(
     ranked = max(set(workloads), key=workloads.count)
     by_machine: dict[str, list[float]] = {}
     gpu: dict[str, bool] = {}
+    hourly: dict[str, float | None] = {}
     for run, kind in zip(finished, workloads, strict=True):
         if kind != ranked:
             continue
-        label = run.data.tags.get("hw.label", "unknown")
+        label = devices(run)
         gpu[label] = run.data.tags.get("hw.gpu_count", "0") != "0"
+        hourly[label] = hourly_price(run, prices)
         by_machine.setdefault(label, []).append(run.data.metrics["total_wall_s"])
     times = {label: statistics.fmean(v) for label, v in by_machine.items()}
     cpus = [label for label in times if not gpu[label]]
@@ -255,7 +257,7 @@ def leaderboard(
         speedup = f"{times[base] / times[label]:.2f}×" if base else "– (no CPU run)"
         row = [str(rank), label, str(len(by_machine[label])), seconds(times[label]), speedup]
         if prices:
-            price = prices.get(label)
+            price = hourly[label]
             row.append(f"{price * times[label] / 3600:.4f}" if price is not None else "–")
         table.rows.append(row)
     if base:
@@ -332,6 +334,7 @@ def build(
         repeats_table(selection, metrics),
         speed_table(selection),
         leaderboard(selection, cpu_baseline, prices),
+        *scaling_tables(client, selection, target),  # only where world sizes differ
     ]
     if target is not None:
         tables.append(time_to_target(client, selection, target, prices))

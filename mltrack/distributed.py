@@ -185,9 +185,10 @@ def join(run_id: str) -> tuple[str, dict[str, Any]]:
 
 
 def _job_fields(here: World, infos: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    nodes: dict[int, Mapping[str, Any]] = {}
+    # A node: a host, or a launcher's node rank on it (two launchers on one host are two).
+    nodes: dict[tuple[int, str], Mapping[str, Any]] = {}
     for info in infos:
-        nodes.setdefault(int(info["node_rank"]), info)
+        nodes.setdefault((int(info["node_rank"]), str(info["host"])), info)
     labels = sorted({str(n["hardware"]) for n in nodes.values()})
     params = {
         "world_size": here.size,
@@ -200,8 +201,8 @@ def _job_fields(here: World, infos: Sequence[Mapping[str, Any]]) -> dict[str, An
         "distributed.world_size": str(here.size),
         "distributed.hardware": f"{here.size} x " + " + ".join(labels),
     }
-    for rank, node in sorted(nodes.items()):
-        tags[f"distributed.node{rank}"] = (
+    for number, (_, node) in enumerate(sorted(nodes.items())):
+        tags[f"distributed.node{number}"] = (
             f"{node['host']}: {node['local_size']} x {node['hardware']} ({node['fingerprint']})"
         )
     return {"params": params, "tags": tags}
@@ -277,7 +278,7 @@ def merge_epoch(
             job[key] = ranks[slowest].get(key, record[key])
     for key in ("loss", "accuracy"):  # running training means: weighted by samples
         if key in record and total:
-            job[key] = sum(r[key] * r["samples"] for r in ranks) / total
+            job[key] = sum(r.get(key, record[key]) * r["samples"] for r in ranks) / total
     for key in ("epoch_user_cpu_s", "epoch_system_cpu_s"):
         job[key] = sum(r.get(key, 0.0) for r in ranks)
     job["peak_rss_mb"] = max(r.get("peak_rss_mb", 0.0) for r in ranks)

@@ -131,3 +131,87 @@ def test_efficiency_needs_a_known_peak_and_gpus_come_from_the_datasheet_table():
     assert gpu_peaks("NVIDIA A100-SXM4-80GB")["bf16"] == 312.0
     assert gpu_peaks("NVIDIA H100 80GB HBM3")["fp16"] == 989.0
     assert gpu_peaks("NVIDIA GeForce RTX 3060 Ti") == {}  # unknown: MFU stays absent
+
+
+EPYC = {"hw.label": "AMD EPYC (2 cores)", "hw.gpu_count": "0"}
+
+
+def log_job(
+    store: str,
+    size: int,
+    val_accuracy: list[float],
+    wall: float,
+    summary: dict[str, float],
+    epoch_metrics: dict[str, float] | None = None,
+    precision: str = "fp32",
+) -> str:
+    """A run as a job of ``size`` processes on one node logs it (``mltrack.distributed``):
+    world size, nodes and processes per node as params, the counted hardware as a tag, the
+    job's global samples/s; ``size`` 1 logs none of them, as runs from before data parallelism."""
+    params = {"precision": precision, "epochs": 4, "effective_batch_size": 64 * size}
+    tags = dict(EPYC)
+    if size > 1:
+        params |= {"world_size": size, "nodes": 1, "processes_per_node": size}
+        tags["distributed.hardware"] = f"{size} x AMD EPYC (2 cores)"
+    with start_run("scaling", params=params, tags=tags, tracking_uri=store) as run:
+        for epoch, accuracy in enumerate(val_accuracy):
+            metrics = {"val_accuracy": accuracy, "epoch_wall_s": wall, **(epoch_metrics or {})}
+            run.end_epoch(epoch, metrics)
+        run.log_metrics({"total_wall_s": wall * len(val_accuracy), **summary}, step=0)
+    return run.run_id
+
+
+def test_scaling_table_puts_world_sizes_of_one_workload_side_by_side(store, capsys, monkeypatch):
+    """One process at 100 samples/s (median of 98 and 102), two at 180 (median of a steady 175
+    and, for a run without a steady figure, its last epoch's 185): speed-up 1.8, efficiency
+    0.9; time to target as time_to_target counts it. The same table whether the runs are read
+    in bulk from the database (the command's path) or through MLflow's search_runs."""
+    from mlflow import MlflowClient
+
+    from mltrack import compare, fetch
+
+    for rate in (98.0, 102.0):  # one process: no world_size param, as before this change
+        log_job(store, 1, [0.5, 0.8, 0.92, 0.95], 10.0, {"steady_samples_per_s": rate})
+    ratio, steady = {"rank_time_ratio": 1.1}, {"steady_samples_per_s": 175.0}
+    # The steady figure wins over the last epoch's.
+    log_job(store, 2, [0.5, 0.7, 0.85, 0.91], 6.0, steady, {"samples_per_s": 150.0, **ratio})
+    log_job(store, 2, [0.5, 0.7, 0.8, 0.85], 6.0, {}, {"samples_per_s": 185.0, **ratio})
+    log_job(store, 2, [0.9] * 4, 6.0, {"steady_samples_per_s": 1.0}, precision="bf16")
+    argv = ["compare", "--tracking-uri", store, "--target", "val_accuracy=0.9"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    table = out.split("### Scaling with data parallelism (world size)\n")[1].split("###")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert rows == [
+        "| world size | nodes × processes | runs | global samples/s | speed-up | scaling "
+        "efficiency | slowest/fastest rank | time to val_accuracy >= 0.9 |",
+        "| 1 | 1 × 1 | 2 | 100 | 1.00× | 100.00% | – | 30.00s (2 of 2) |",
+        "| 2 | 1 × 2 | 2 | 180 | 1.80× | 90.00% | 1.10 | 24.00s (1 of 2) |",
+    ]
+    assert "batch_per_process=64 precision=fp32 on AMD EPYC (2 cores)" in table
+    assert "_1 run(s) of other setups are not in it_" in table  # the bf16 job
+    caveat = "runs of world sizes 1, 2 share groups by precision: samples/s is each job's global"
+    assert caveat in out.split("###")[0]
+
+    client = MlflowClient(store)
+    monkeypatch.setattr(fetch, "database_of", lambda client: None)  # search_runs' path
+    selection = compare.select(client)
+    searched = compare.build(client, selection, target=Target.parse("val_accuracy=0.9"))
+    [scaling] = [t for t in searched.tables if t.title.startswith("Scaling")]
+    assert scaling.markdown() in out
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_no_scaling_table_when_every_run_has_one_world_size(store, capsys, size):
+    """Nothing changes for users without distributed runs (nor when all runs are jobs of two);
+    world sizes that no one workload ran at are called out, without a table."""
+    for rate in (98.0, 102.0):
+        log_job(store, size, [0.5, 0.9, 0.9, 0.9], 10.0, {"steady_samples_per_s": rate})
+    assert cli.main(["compare", "--tracking-uri", store, "--target", "val_accuracy=0.9"]) == 0
+    out = capsys.readouterr().out
+    assert "Scaling" not in out and "world size" not in out
+    log_job(store, 3 - size, [0.9] * 4, 10.0, {"steady_samples_per_s": 1.0}, precision="bf16")
+    assert cli.main(["compare", "--tracking-uri", store]) == 0
+    out = capsys.readouterr().out
+    assert "Scaling" not in out
+    assert "(no workload ran at two on one machine)" in out.split("###")[0]

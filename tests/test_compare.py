@@ -330,3 +330,35 @@ def test_runs_names_only_ids_the_store_does_not_know(store_with_runs, capsys):
 
     with pytest.raises(MlflowException, match="the store is down"):
         compare_module.select(Broken(), run_ids=["a" * 32])
+
+
+EPYC = {"hw.label": "AMD EPYC (2 cores)", "hw.gpu_count": "0", "hw.fingerprint": "epyc"}
+
+
+def log_job(store, wall, size=1, nodes=1):
+    """A run of ``size`` processes over ``nodes`` machines, as ``mltrack.distributed`` logs
+    it; one process logs no world size, as runs from before data parallelism."""
+    params, tags = {"precision": "fp32"}, dict(EPYC)
+    if size > 1:
+        params |= {"world_size": size, "nodes": nodes, "processes_per_node": size // nodes}
+        tags["distributed.hardware"] = f"{size} x {EPYC['hw.label']}"
+    with start_run("study", params=params, tags=tags, tracking_uri=store) as run:
+        run.log_metrics(m(1, 1, wall, 0.9, 0.3), step=0)
+
+
+def test_leaderboard_counts_the_processes_of_a_job(store, capsys, tmp_path):
+    """One process and jobs of two on the same hardware are separate rows; a job pays each
+    machine it spans (the ``--prices`` row of its hw.label, once per node)."""
+    log_job(store, 3600.0)
+    log_job(store, 2000.0, size=2)  # two processes on one machine
+    log_job(store, 1200.0, size=2, nodes=2)  # one on each of two machines
+    prices = tmp_path / "prices.csv"
+    prices.write_text("hardware,price_per_hour\nAMD EPYC (2 cores),0.36\n")
+    code, out, _ = compare(store, capsys, "--prices", str(prices))
+    assert code == 0
+    assert "| 1 | 2 x AMD EPYC (2 cores) over 2 nodes | 1 | 20m 0s | 3.00× | 0.2400 |" in out
+    assert "| 2 | 2 x AMD EPYC (2 cores) | 1 | 33m 20s | 1.80× | 0.2000 |" in out
+    assert "| 3 | AMD EPYC (2 cores) | 1 | 60m 0s | 1.00× | 0.3600 |" in out
+    assert "runs from 2 different machines" not in out  # one machine type, counted apart
+    # No samples/s logged: the scaling table lists the world sizes and says nothing more.
+    assert "| 2 | 1 × 2, 2 × 1 | 2 | – | – | – | – |" in out
