@@ -208,3 +208,38 @@ def test_the_readme_hugging_face_example_under_torchrun_is_one_run(tmp_path, sto
     assert history(client, run, "optimizer_steps") == [4.0, 8.0]
     assert len(history(client, run, "samples_per_s")) == 2
     assert result.stdout.count("epoch 2/2") == 1
+
+
+def test_a_sweep_of_distributed_trials_makes_one_run_a_trial_under_one_parent(
+    tmp_path, store, client
+):
+    mltrack = str(Path(sys.executable).with_name("mltrack"))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    common = ["--trials", "2", "--sampler", "random", "--pruner", "none", "--storage", storage]
+    space = ["--space-precision", "fp32", "--space-batch-size", "8,16"]
+    experiment = [
+        *("--model", "resnet50_torchvision", "--dataset", "synthetic", "--synthetic-size", "32"),
+        *("--epochs", "2", "--no-export", "--num-workers", "0", "--tracking-uri", store),
+    ]
+    result = subprocess.run(
+        [mltrack, "sweep", "experiments.cifar_torch", "--nproc-per-node", "2", *common, *space,
+         *experiment],
+        cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = all_runs(client)
+    [parent] = [r for r in runs if r.data.tags.get("mltrack.role") == "study"]
+    trials = [r for r in runs if "optuna.trial" in r.data.tags]
+    assert sorted(r.data.tags["optuna.trial"] for r in trials) == ["0", "1"]
+    for run in trials:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.params["world_size"] == "2"
+        assert len(history(client, run, "val_accuracy")) == 2  # reported epoch by epoch
+    assert result.stdout.count("epoch 2/2") == 2  # rank 0's lines only
+
+    keras = subprocess.run(
+        [mltrack, "sweep", "experiments.cifar_amp", "--nproc-per-node", "2", *common],
+        cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert keras.returncode == 2 and "--nproc-per-node: got 2, expected 1" in keras.stderr

@@ -42,6 +42,7 @@ class SweepArgs:
     heartbeat_interval: int = HEARTBEAT_INTERVAL_S
     grace_period: int = GRACE_PERIOD_S
     max_retry: int = 2
+    nproc_per_node: int = 1  # > 1: each trial a distributed job (mltrack.sweep.launch)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +88,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds without a heartbeat before a trial counts as dead",
     )
     parser.add_argument("--max-retry", type=int, default=2, help="retries of a dead worker's trial")
+    parser.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=1,
+        help="processes per trial: > 1 runs each trial as a distributed PyTorch job (DDP) "
+        "through torch's launcher, one run per trial",
+    )
 
 
 def from_namespace(ns: argparse.Namespace, passthrough: list[str]) -> SweepArgs:
@@ -100,6 +108,8 @@ def from_namespace(ns: argparse.Namespace, passthrough: list[str]) -> SweepArgs:
     for name in ("trials", "heartbeat_interval", "grace_period", "max_retry"):
         if getattr(ns, name) < 0:
             raise bad_value(flag(name), getattr(ns, name), "an integer >= 0")
+    if ns.nproc_per_node < 1:
+        raise bad_value("--nproc-per-node", ns.nproc_per_node, "an integer >= 1")
     interval = ns.heartbeat_interval or HEARTBEAT_INTERVAL_S
     grace = ns.grace_period or GRACE_PERIOD_S
     if grace <= interval:
@@ -123,6 +133,7 @@ def from_namespace(ns: argparse.Namespace, passthrough: list[str]) -> SweepArgs:
         heartbeat_interval=interval,
         grace_period=grace,
         max_retry=ns.max_retry,
+        nproc_per_node=ns.nproc_per_node,
     )
 
 

@@ -19,6 +19,7 @@ from mltrack.limits import redact_uri
 from mltrack.outcomes import describe, outcome_of
 from mltrack.precision import resolve
 from mltrack.run import Run, end_orphan
+from mltrack.sweep import launch
 from mltrack.sweep.args import SweepArgs, load_experiment
 from mltrack.sweep.parent import log_importances, log_plots, mark_best, shared_parent
 from mltrack.sweep.space import SearchSpace, read_space_file
@@ -30,6 +31,7 @@ from mltrack.sweep.study import (
     open_storage,
     quiet_optuna,
 )
+from mltrack.sweep.trial import attach
 from mltrack.uris import resolve_tracking_uri
 from mltrack.warmup import STORES
 
@@ -38,6 +40,12 @@ class Sweep:
     def __init__(self, args: SweepArgs) -> None:
         self.args = args
         self.experiment = load_experiment(args.module)
+        if args.nproc_per_node > 1 and self.experiment.framework != "torch":
+            raise UsageError(
+                f"--nproc-per-node: got {args.nproc_per_node}, expected 1 for "
+                f"{args.module} (a {self.experiment.framework} experiment; distributed trials "
+                "are PyTorch jobs)"
+            )
         self.cfg = self.experiment.parse(args.passthrough)
         self.cfg.for_sweep(args.passthrough)
         quiet_frameworks(self.cfg.verbose, self.experiment.framework)
@@ -108,45 +116,18 @@ class Sweep:
 
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         cfg = dataclasses.replace(self.cfg, **self.space.suggest(trial))
-        single = len(self.args.objectives) == 1
-        watched = self.args.objectives[0].metric
-
-        def attach(run: Run) -> None:
-            trial.set_user_attr("mlflow_run_id", run.run_id)
-            # Optuna 5's Trial has no system_attrs; the stored (frozen) trial does. Only running
-            # trials are read: reading all of them costs more with every trial.
-            from optuna.trial import TrialState
-
-            running = trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            frozen = next(t for t in running if t.number == trial.number)
-            retry_of = frozen.system_attrs.get("failed_trial")
-            run.set_tags(
-                {
-                    "optuna.study": self.study_name,
-                    "optuna.trial": trial.number,
-                    **({"optuna.retry_of": retry_of} if retry_of is not None else {}),
-                }
-            )
-
-            def report(epoch: int, metrics: Any) -> None:
-                if single and watched in metrics and math.isfinite(metrics[watched]):
-                    try:
-                        trial.report(metrics[watched], epoch)
-                    except optuna.exceptions.UpdateFinishedTrialError:
-                        run.stop("failed", self._reaped_note(trial.number))
-                        return
-                    if trial.should_prune():
-                        run.stop("pruned", epoch=epoch)
-
-            run.epoch_hooks.append(report)
-
+        single, n = len(self.args.objectives) == 1, trial.number
         outcome, error, metrics = "completed", "", {}
         try:
             cfg.validate()
             resolved = resolve(cfg.precision, detect_hardware())
-            result = self.experiment.run_one(
-                cfg, resolved, self.data, parent=self.parent, hooks=[attach]
-            )
+            hook = attach(trial, self.study_name, self.args.objectives, self._reaped_note(n))
+            if self.args.nproc_per_node > 1:  # a distributed job through torch's launcher
+                result = launch.trial(self, cfg, resolved, trial)
+            else:
+                result = self.experiment.run_one(
+                    cfg, resolved, self.data, parent=self.parent, hooks=[hook]
+                )
             outcome, error, metrics = result.outcome, result.error, result.metrics
         except UsageError as exc:
             outcome, error = "failed", str(exc)
