@@ -243,3 +243,25 @@ def test_a_sweep_of_distributed_trials_makes_one_run_a_trial_under_one_parent(
         cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert keras.returncode == 2 and "--nproc-per-node: got 2, expected 1" in keras.stderr
+
+
+def test_the_hugging_face_example_under_accelerate_launch_is_one_run(tmp_path, store, client):
+    # accelerate's --cpu launches one process; its multi-GPU launcher (torchrun inside) shards
+    # a Trainer on CPU processes when the script asks for the CPU, as a CPU user's would.
+    example = readme_examples()["hf_trainer.py"]
+    cpu = example.replace('report_to="none",', 'report_to="none",\n    use_cpu=True,')
+    assert cpu != example
+    (tmp_path / "hf_trainer.py").write_text(cpu)
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    result = subprocess.run(
+        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "hf_trainer.py"],
+        cwd=tmp_path, env={**env_for(tmp_path), "MLFLOW_TRACKING_URI": store},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = all_runs(client)
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert (params["world_size"], params["distributed.launcher"]) == ("2", "accelerate")
+    assert history(client, run, "optimizer_steps") == [4.0, 8.0]
