@@ -15,9 +15,12 @@ timings, CPU, memory, noise and MFU (``mltrack/ledger.py``); at the start the dt
 what really computes (``keras.compute_dtypes``, ``precision``); at the end the summary. A NaN
 loss stops training and ends the run ``diverged``. ``fit``/``evaluate`` wrap the same for the
 bundled experiments; ``precision_policy`` builds a model under a precision of the vocabulary.
+
+Under ``MultiWorkerMirroredStrategy`` (a ``TF_CONFIG`` naming several workers) every worker
+runs the same script: the chief's run gets the job's records, the others' write nothing
+(``mltrack.keras.multi_worker``).
 """
 
-from mltrack.artifacts import export_keras as export
 from mltrack.keras.callback import (
     BinaryScores,
     Callback,
@@ -28,6 +31,7 @@ from mltrack.keras.callback import (
     fit,
     precision_policy,
 )
+from mltrack.keras.multi_worker import export
 
 __all__ = [
     "BinaryScores",

@@ -17,6 +17,8 @@ from typing import Any
 
 import keras
 
+from mltrack import distributed
+from mltrack.keras.multi_worker import repair_fit
 from mltrack.ledger import Ledger
 from mltrack.metrics import binary_scores
 from mltrack.precision import KERAS_POLICY
@@ -46,8 +48,39 @@ def _floats(logs: Mapping[str, Any] | None) -> dict[str, float]:
     return out
 
 
+def dense_shapes(model: Any, samples: int | None, steps: int) -> list[tuple[int, int, int]]:
+    """The matmuls (M, K, N) of the model's dense layers in a training step of the batch
+    ``samples / steps``: forward (batch × in · in × out), weight gradient and input gradient;
+    [] when the batch is not known. The peak calibration times these too (mltrack.peaks)."""
+    if not samples or not steps:
+        return []
+    batch = math.ceil(samples / steps)
+    shapes = []
+    for layer in model.layers:
+        if type(layer).__name__ != "Dense":
+            continue
+        try:
+            rows = batch * math.prod(tuple(layer.input.shape[1:-1]))
+            k, n = int(layer.input.shape[-1]), int(layer.units)
+        except (AttributeError, TypeError, ValueError):
+            continue
+        shapes += [(rows, k, n), (k, rows, n), (rows, n, k)]
+    return sorted(set(shapes))[:12]
+
+
 class Callback(keras.callbacks.Callback):
-    """Per-epoch metrics (step = epoch), timings and resources into ``run``."""
+    """Per-epoch metrics (step = epoch), timings and resources into ``run``.
+
+    ``samples_per_epoch``: the training samples one epoch feeds ``fit``. Under
+    ``MultiWorkerMirroredStrategy`` (a ``TF_CONFIG`` naming several workers) every worker
+    passes the same number: the batches Keras feeds are global, each split across the
+    workers, so an epoch's samples are the job's, not one worker's share. Only the chief's
+    run writes, and its ``samples_per_s`` is the job's throughput: the job's samples / the
+    chief's ``train_wall_s``, neither multiplied by the world size (double-counted) nor one
+    worker's share (under-counted); every step's all-reduce waits for the slowest worker, so
+    the chief's time is the job's. Keras' ``loss`` and metrics are the means over all
+    workers (``mltrack.keras.multi_worker``); CPU and memory are the chief's process alone.
+    """
 
     async_safe = True
 
@@ -57,6 +90,8 @@ class Callback(keras.callbacks.Callback):
         super().__init__()
         if on_divergence not in ON_DIVERGENCE:
             raise ValueError(f"on_divergence: got {on_divergence!r}, expected {ON_DIVERGENCE}")
+        if distributed.world().launcher == "tf_config":  # before fit: Keras needs it at once
+            repair_fit()
         self.run = run
         self.samples_per_epoch = samples_per_epoch
         self.on_divergence = on_divergence
@@ -78,7 +113,12 @@ class Callback(keras.callbacks.Callback):
         self.run.set_tags(dtype_tags(self.model))
         flops = keras_flops_per_sample(self.model)  # once per model, from the layers' shapes
         compute = str(self.model.dtype_policy.compute_dtype)
-        self.run.log_params(self.ledger.measure_efficiency(flops, compute))
+        if self.run.is_rank_zero:  # the chief's peak: one calibration a machine and framework
+            shapes = dense_shapes(self.model, self.samples_per_epoch, self.steps_per_epoch)
+            found = self.ledger.measure_efficiency(
+                flops, compute, "tensorflow", self.run.set_tags, shapes
+            )
+            self.run.log_params(found)
         self.ledger.begin()
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
@@ -295,7 +335,8 @@ def fit(
         # Ours last: Keras hands every callback the same logs dict, so metrics that other
         # callbacks add (BinaryScores) are logged too.
         callbacks=[*fit_kwargs.pop("callbacks", []), cb],
-        verbose=fit_kwargs.pop("verbose", progress_verbosity()),
+        # Progress on the chief alone: every worker of a multi-worker job trains the same steps.
+        verbose=fit_kwargs.pop("verbose", progress_verbosity() if run.is_rank_zero else 0),
         **fit_kwargs,
     )
     if flush is not None:
