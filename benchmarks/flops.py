@@ -79,11 +79,24 @@ def main() -> None:
         counted = float(out.strip().splitlines()[-1])
         print(f"| {framework} | {counted:,.0f} | {hand:,.0f} | {counted / hand:.4f} |")
 
-    from mltrack.efficiency import calibrate
+    from mltrack import peaks
 
-    peaks = calibrate()
-    print("\nThis machine's peaks (square matmul up to 2048², best of 3, all cores), TFLOP/s:")
-    print(", ".join(f"{k} {v:.3g}" for k, v in peaks.items()))
+    for framework in peaks.FRAMEWORKS:
+        found = subprocess.run(
+            [sys.executable, "-c", peaks.CALIBRATION, framework, json.dumps(peaks.SHAPES)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()[-1]
+        print(f"\nThis machine's peaks with {framework} ({peaks.method(framework)}), TFLOP/s:")
+        print(", ".join(f"{k} {v:.3g}" for k, v in json.loads(found).items()))
+    from mltrack.environment import detect_hardware
+
+    bounds, why = peaks.bounds(detect_hardware())
+    print(
+        "\nPhysical bound, TFLOP/s: "
+        + (", ".join(f"{k} {v:.3g}" for k, v in bounds.items()) or why)
+    )
 
 
 if __name__ == "__main__":

@@ -58,13 +58,14 @@ def speed_table(selection: Any) -> Table:
         f"Speed and efficiency by {selection.key}",
         [
             *(selection.key, "runs", "total wall", "median", "min"),
-            *("steady samples/s", "TFLOP/s", "MFU", "lost to other load", "not counted"),
+            *("steady samples/s", "TFLOP/s", "MFU", "MFU (bound)", "lost to other load"),
+            "not counted",
         ],
     )
     for group, runs in _by_group(selection).items():
         others = other_outcomes(r for r in selection.results if r.group == group) or "–"
         if not runs:
-            table.rows.append([group, "0", NONE_COMPLETED, *["–"] * 6, others])
+            table.rows.append([group, "0", NONE_COMPLETED, *["–"] * 7, others])
             continue
 
         def metric(key: str, runs: list[Any] = runs) -> list[float]:
@@ -81,6 +82,7 @@ def speed_table(selection: Any) -> Table:
                 _cell(metric("steady_samples_per_s")),
                 _cell(metric("steady_achieved_tflops")),
                 _cell(metric("steady_mfu"), fraction),
+                _cell(metric("steady_mfu_bound"), fraction),
                 fraction(max(lost_share(r) for r in runs)),
                 others,
             ]
@@ -91,7 +93,11 @@ def speed_table(selection: Any) -> Table:
     )
     table.notes.append(
         "median over runs; MFU = achieved TFLOP/s / the peak of the run's compute dtype "
-        "(tags hw.peak_tflops.*); lost = steal + other processes' CPU / the machine's capacity"
+        "measured with its framework's matmul kernels over GEMM shapes (tags hw.peak_tflops.*, "
+        "hw.peak_method; at most 100%: a run that beats it raises it); MFU (bound) = achieved / "
+        "cores × max clock × FLOPs a cycle of the instruction set (hw.bound_tflops.*; – where "
+        "the machine hides its clock: hw.bound_unavailable); lost = steal + other processes' "
+        "CPU / the machine's capacity"
     )
     return table
 

@@ -240,9 +240,7 @@ def decided_on_rank_zero(decision: bool) -> bool:
     return bool(box[0])
 
 
-def merge_epoch(
-    record: dict[str, float], samples: int, flops_per_sample: float | None, peak: float | None
-) -> dict[str, float]:
+def merge_epoch(record: dict[str, float], samples: int, ledger: Any) -> dict[str, float]:
     """The job's epoch record from every rank's (called by all ranks; rank 0's return is what
     the run logs, the others get their own back).
 
@@ -252,7 +250,8 @@ def merge_epoch(
     ``rank_time_ratio`` their ratio (1.0 when balanced), ``slowest_rank`` names the
     straggler, whose ``data_wait_s``, ``compute_s`` and ``comm_wait_s`` the record carries.
     CPU seconds are summed over ranks; ``achieved_tflops`` and ``mfu`` are against ``peak``
-    summed over the job's devices (a CPU node's peak counts once: its ranks share its cores).
+    summed over the job's devices (a CPU node's peak counts once: its ranks share its cores),
+    from rank 0's ``ledger`` (a ``mltrack.ledger.Ledger``), as is ``mfu_bound``.
     """
     from mltrack.efficiency import per_epoch
 
@@ -282,11 +281,16 @@ def merge_epoch(
     for key in ("epoch_user_cpu_s", "epoch_system_cpu_s"):
         job[key] = sum(r.get(key, 0.0) for r in ranks)
     job["peak_rss_mb"] = max(r.get("peak_rss_mb", 0.0) for r in ranks)
-    if peak is not None:
+    if ledger.peak_tflops is not None:
         import torch
 
         devices = len(ranks) if torch.cuda.is_available() else len({r["node_rank"] for r in ranks})
-        job.update(per_epoch(flops_per_sample, job["samples_per_s"], peak * devices))
+        bound = ledger.bound_tflops * devices if ledger.bound_tflops else None
+        job.update(
+            per_epoch(
+                ledger.flops_per_sample, job["samples_per_s"], ledger.peak_tflops * devices, bound
+            )
+        )
     return job
 
 

@@ -5,33 +5,26 @@
   the layers' shapes (dense, convolution, depthwise and separable convolution). Both count the
   matmul/convolution FLOPs (2 per multiply-add), as MFU is defined; the backward pass is the
   weight gradient of every weighted layer plus the input gradient of all but the first.
-- **Peak TFLOP/s per dtype** (fp64, fp32, bf16, fp16): on a CPU, measured once per hardware
-  fingerprint by timing a large matmul per dtype in a fresh process (``calibrate``), cached
-  in ``~/.cache/mltrack/peaks.json`` (``MLTRACK_CACHE_DIR``); on
-  an NVIDIA GPU, the vendor's dense (not sparse) figure from its datasheet, ``GPU_PEAKS``. An
-  unknown GPU has no peak: its MFU is absent, never guessed. A CPU's 16-bit peaks are at
-  least its fp32 peak (``bounded``): a framework may widen 16-bit math to fp32.
-- Per epoch: ``achieved_tflops`` = FLOPs per sample × ``samples_per_s`` / 1e12 and ``mfu`` =
-  achieved / the peak of the run's compute dtype.
+- **Peak TFLOP/s per dtype** (fp64, fp32, bf16, fp16) and the physical bound: ``mltrack.peaks``
+  (a GEMM-shape sweep with the training framework's kernels on a CPU, the datasheet on an
+  NVIDIA GPU). A CPU's 16-bit peaks are at least its fp32 peak (``bounded``): a framework may
+  widen 16-bit math to fp32.
+- Per epoch: ``achieved_tflops`` = FLOPs per sample × ``samples_per_s`` / 1e12, ``mfu`` =
+  achieved / the peak of the run's compute dtype (at most 1), ``mfu_bound`` = achieved / the
+  physical bound.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from mltrack import cache
 from mltrack.environment import Hardware
 
 DTYPES = ("fp64", "fp32", "bf16", "fp16")
 # The name of each compute dtype in frameworks' spelling.
 DTYPE_NAMES = {"float64": "fp64", "float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-CALIBRATION_TIMEOUT_S = 300
 
 # Dense peak TFLOP/s of NVIDIA data-centre GPUs by dtype, from the vendors' datasheets; 16-bit
 # figures are tensor-core dense (the datasheets' starred sparse figures are twice these).
@@ -56,26 +49,6 @@ def gpu_peaks(name: str) -> dict[str, float]:
     return next((dict(p) for model, p in GPU_PEAKS.items() if model in words), {})
 
 
-def cpu_peaks(hardware: Hardware) -> dict[str, float]:
-    """This CPU's measured peaks, from the cache or a calibration run now (a few seconds)."""
-    cached = cache.lookup("peaks.json", hardware.fingerprint)
-    if cached is not None:
-        return dict(cached)
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", CALIBRATION],
-            capture_output=True,
-            text=True,
-            timeout=CALIBRATION_TIMEOUT_S,
-            check=True,
-        )
-        measured = {k: float(v) for k, v in json.loads(proc.stdout).items()}
-    except (OSError, ValueError, subprocess.SubprocessError):
-        return {}  # no peak known: MFU stays absent
-    cache.keep("peaks.json", hardware.fingerprint, measured)
-    return measured
-
-
 def bounded(measured: dict[str, float]) -> dict[str, float]:
     """A CPU's 16-bit peaks raised to at least its fp32 peak.
 
@@ -92,24 +65,45 @@ def bounded(measured: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def peaks(hardware: Hardware) -> dict[str, float]:
-    """Peak TFLOP/s by dtype of the device a run computes on (the first GPU, else the CPU)."""
-    return gpu_peaks(hardware.gpus[0].name) if hardware.gpus else bounded(cpu_peaks(hardware))
+def peaks(
+    hardware: Hardware, framework: str = "torch", shapes: Sequence[tuple[int, int, int]] = ()
+) -> dict[str, float]:
+    """Peak TFLOP/s by dtype of the device a run computes on: the first GPU's datasheet, else
+    the CPU's measured with ``framework``'s kernels (``mltrack.peaks.measured``), ``bounded``."""
+    from mltrack import peaks as measure
+
+    if hardware.gpus:
+        return gpu_peaks(hardware.gpus[0].name)
+    return bounded(measure.measured(hardware, framework, shapes))
 
 
-def peak_tags(hardware: Hardware) -> dict[str, str]:
-    return {f"hw.peak_tflops.{k}": f"{v:.4g}" for k, v in peaks(hardware).items()}
+def bound_tags(hardware: Hardware) -> dict[str, str]:
+    """``hw.bound_tflops.<dtype>``, the physical bound; or ``hw.bound_unavailable``: why not."""
+    from mltrack import peaks as measure
+
+    found, why = measure.bounds(hardware)
+    if not found:
+        return {"hw.bound_unavailable": why}
+    return {f"hw.bound_tflops.{k}": f"{v:.4g}" for k, v in found.items()}
 
 
 def per_epoch(
-    flops_per_sample: float | None, samples_per_s: float, peak_tflops: float | None
+    flops_per_sample: float | None,
+    samples_per_s: float,
+    peak_tflops: float | None,
+    bound_tflops: float | None = None,
 ) -> dict[str, float]:
+    """``achieved_tflops``; ``mfu`` against ``peak_tflops`` and ``mfu_bound`` against the
+    physical bound. A peak below what was achieved is no peak: ``mfu`` is then 1 (the ledger
+    raises the peak and says so), never above; a bound below it is no bound and is left out."""
     if not flops_per_sample:
         return {}
     achieved = flops_per_sample * samples_per_s / 1e12
     out = {"achieved_tflops": achieved}
     if peak_tflops:
-        out["mfu"] = achieved / peak_tflops
+        out["mfu"] = achieved / max(peak_tflops, achieved)
+    if bound_tflops and bound_tflops >= max(peak_tflops or 0.0, achieved):
+        out["mfu_bound"] = achieved / bound_tflops
     return out
 
 
@@ -171,42 +165,3 @@ def keras_flops_per_sample(model: Any) -> float:
         return 0.0
     # backward: every weight gradient, and every input gradient but the first layer's
     return sum(forward) * 3 - forward[0]
-
-
-# -- calibration (the fresh process) -----------------------------------------------------------
-
-
-def calibrate(max_size: int = 2048, repeats: int = 3, enough_s: float = 0.05) -> dict[str, float]:
-    """Best-of-``repeats`` TFLOP/s of a square matmul per dtype, on every core.
-
-    The matrix grows from 128 while one multiply takes under ``enough_s`` (up to
-    ``max_size``): fast dtypes are measured on large matrices, slow ones (fp16 on a CPU
-    without fp16 units runs a reference kernel, 100× slower) stop small and cost little.
-    """
-    import torch
-
-    dtypes = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
-    out = {}
-    for name, dtype in zip(DTYPES, dtypes, strict=True):
-        size = 128
-        while True:
-            a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-            torch.mm(a, b)  # warm-up (kernel selection, page faults)
-            start = time.perf_counter()
-            torch.mm(a, b)
-            best = time.perf_counter() - start
-            if best >= enough_s or size >= max_size:
-                break
-            size *= 2
-        for _ in range(repeats - 1):
-            start = time.perf_counter()
-            torch.mm(a, b)
-            best = min(best, time.perf_counter() - start)
-        out[name] = 2.0 * size**3 / best / 1e12
-    return out
-
-
-# A fresh process: no framework state of the caller's, every core its own.
-CALIBRATION = (
-    "import json; from mltrack.efficiency import calibrate; print(json.dumps(calibrate()))"
-)

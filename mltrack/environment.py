@@ -76,6 +76,11 @@ def _cpu_info() -> tuple[str, set[str]]:
     return model, flags
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's instruction-set flags (``/proc/cpuinfo``; empty where it cannot be read)."""
+    return _cpu_info()[1]
+
+
 def _gpus() -> tuple[tuple[Gpu, ...], str]:
     try:
         import pynvml

@@ -57,8 +57,10 @@ class Epochs:
         self.epoch = -1
         run.set_tags({"precision": precision})
         if flops_per_sample:
-            efficiency = self.ledger.measure_efficiency(flops_per_sample, COMPUTE_DTYPE[precision])
-            run.log_params(efficiency)
+            dtype = COMPUTE_DTYPE[precision]
+            run.log_params(
+                self.ledger.measure_efficiency(flops_per_sample, dtype, tags=run.set_tags)
+            )
         self.ledger.begin()
 
     def _now(self) -> None:

@@ -20,7 +20,9 @@ Epoch 0 is the warm-up (graph tracing, autotuning, caches) and is reported apart
 steady-state mean of the other epochs.
 
 Efficiency (``mltrack.efficiency``): given the model's FLOPs per training sample and the peak of
-the run's compute dtype, each epoch adds ``achieved_tflops`` and ``mfu``.
+the run's compute dtype, each epoch adds ``achieved_tflops``, ``mfu`` (at most 1: an epoch that
+beats the measured peak raises it, ``hw.peak_raised``) and ``mfu_bound`` (against the physical
+bound, where the machine shows its clock: ``mltrack.peaks``).
 
 Noise: shared machines are noisy, so each epoch also says what else the machine did, from
 ``/proc/stat``: ``cpu_steal_s`` (CPU time the hypervisor gave to other guests) and
@@ -37,7 +39,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +116,8 @@ class Ledger:
     gpu_peak_mb: Callable[[], float | None] | None = None
     flops_per_sample: float | None = None  # training (forward + backward), mltrack.efficiency
     peak_tflops: float | None = None  # of the run's compute dtype on this machine
+    bound_tflops: float | None = None  # its physical bound (mltrack.peaks), when known
+    _raise: Callable[[float, int], None] | None = None  # measure_efficiency's peak raiser
     epochs: list[dict[str, float]] = field(default_factory=list)
     _train_start: Clock | None = None
     _epoch_start: Clock | None = None
@@ -164,9 +168,12 @@ class Ledger:
         }
         if samples:
             record["samples_per_s"] = samples / train if train > 0 else 0.0
-            record.update(
-                per_epoch(self.flops_per_sample, record["samples_per_s"], self.peak_tflops)
-            )
+            rate = record["samples_per_s"]
+            found = per_epoch(self.flops_per_sample, rate, self.peak_tflops, self.bound_tflops)
+            achieved = found.get("achieved_tflops", 0.0)
+            if self.peak_tflops and achieved > self.peak_tflops and self._raise is not None:
+                self._raise(achieved, len(self.epochs))
+            record.update(found)
         if self.gpu_peak_mb is not None and (gpu := self.gpu_peak_mb()) is not None:
             record["peak_gpu_mem_mb"] = gpu
         self.epochs.append(record)
@@ -196,18 +203,74 @@ class Ledger:
         steady = self.epochs[1:]
         if steady:
             out["steady_epoch_wall_s"] = statistics.fmean(e["epoch_wall_s"] for e in steady)
-            for key in ("samples_per_s", "achieved_tflops", "mfu"):
+            for key in ("samples_per_s", "achieved_tflops", "mfu", "mfu_bound"):
                 values = [e[key] for e in steady if key in e]
                 if values:
                     out[f"steady_{key}"] = statistics.fmean(values)
         return out
 
-    def measure_efficiency(self, flops_per_sample: float, compute_dtype: str) -> dict[str, Any]:
-        """Set the model's training FLOPs per sample and look up this machine's peak for
-        ``compute_dtype`` (framework spelling, e.g. ``bfloat16``); returns params to log."""
+    def measure_efficiency(
+        self,
+        flops_per_sample: float,
+        compute_dtype: str,
+        framework: str = "",
+        tags: Callable[[dict[str, str]], None] | None = None,
+        shapes: Sequence[tuple[int, int, int]] = (),
+    ) -> dict[str, Any]:
+        """Set the model's training FLOPs per sample and look up this machine's peak and
+        physical bound for ``compute_dtype`` (framework spelling, e.g. ``bfloat16``), the peak
+        measured with ``framework``'s kernels (``torch`` or ``tensorflow``; default: the one
+        loaded) and the run's own matmul ``shapes`` (M, K, N) besides the standard ones.
+        ``tags`` (the run's ``set_tags``) receives the peaks' tags now, and
+        ``hw.peak_raised`` if an epoch beats the peak. Returns params to log."""
+        from mltrack import peaks as measure
         from mltrack.efficiency import DTYPE_NAMES, peaks
 
-        self.flops_per_sample = flops_per_sample or None
+        hardware = detect_hardware()
+        framework = framework or ("torch" if "torch" in sys.modules else "tensorflow")
         dtype = DTYPE_NAMES.get(compute_dtype, compute_dtype)
-        self.peak_tflops = peaks(detect_hardware()).get(dtype)
+        self.flops_per_sample = flops_per_sample or None
+        found = peaks(hardware, framework, shapes)
+        self.peak_tflops = found.get(dtype)
+        bound, _ = measure.bounds(hardware)
+        self.bound_tflops = bound.get(dtype)
+        self._raise = lambda achieved, epoch: self._raised(
+            hardware, framework, dtype, achieved, epoch, tags
+        )
+        if tags is not None:
+            gpu = bool(hardware.gpus)
+            tags(
+                {
+                    **{f"hw.peak_tflops.{k}": f"{v:.4g}" for k, v in found.items()},
+                    "hw.peak_framework": "datasheet" if gpu else framework,
+                    "hw.peak_method": "the GPU's datasheet" if gpu else measure.method(framework),
+                }
+            )
         return {"model.train_flops_per_sample": f"{flops_per_sample:.6g}", "compute_dtype": dtype}
+
+    def _raised(
+        self,
+        hardware: Any,
+        framework: str,
+        dtype: str,
+        achieved: float,
+        epoch: int,
+        tags: Callable[[dict[str, str]], None] | None,
+    ) -> None:
+        """An epoch beat the peak: it was no peak. Raise it (here, and in the cache for later
+        runs on this CPU) to what was achieved, and say so; drop a bound below it."""
+        from mltrack import peaks as measure
+
+        was = self.peak_tflops or 0.0
+        self.peak_tflops = achieved
+        if not hardware.gpus:
+            measure.raise_peak(hardware, framework, dtype, achieved)
+        note = {
+            "hw.peak_raised": f"epoch {epoch}: achieved {achieved:.4g} TFLOP/s in {dtype}, above "
+            f"the measured peak {was:.4g}: the peak is raised to it (a measured lower bound)"
+        }
+        if self.bound_tflops is not None and self.bound_tflops < achieved:
+            self.bound_tflops = None
+            note["hw.bound_unavailable"] = f"below the achieved {achieved:.4g} TFLOP/s"
+        if tags is not None:
+            tags(note)

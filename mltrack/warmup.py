@@ -2,7 +2,7 @@
 
 A tracked run's fixed cost is MLflow's import (about 1.5 s here), opening the store (its first
 query; creating a new sqlite store's tables takes 2 s more) and the probes that tag every run
-(hardware, the CPU's peak FLOP/s from the cache, git). None of it needs TensorFlow, torch or the
+(hardware, the CPU's physical bound, git). None of it needs TensorFlow, torch or the
 data, so ``Experiment.main`` calls ``Stores.begin`` once the framework is imported and the work
 runs on a thread. The main thread waits for its first part, the store (``Stores.opened``), so a
 deleted experiment or an unreachable store is reported before any data loads; the probes then
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mltrack.creation import open_once
-from mltrack.efficiency import peak_tags
+from mltrack.efficiency import bound_tags
 from mltrack.environment import detect_hardware, git_tags, hardware_tags
 from mltrack.errors import bad_value
 from mltrack.uris import is_database, sqlite_path
@@ -35,7 +35,7 @@ from mltrack.uris import is_database, sqlite_path
 
 @dataclass(frozen=True)
 class Tracking:
-    tags: dict[str, str]  # hardware, peaks and git: the same for every run of this process
+    tags: dict[str, str]  # hardware, its bound and git: the same for every run of a process
 
 
 EXIT_WAIT_S = 10.0
@@ -81,7 +81,7 @@ class Stores:
 
     def _probe(self) -> Tracking:
         hardware = detect_hardware()
-        return Tracking({**hardware_tags(hardware), **peak_tags(hardware), **git_tags()})
+        return Tracking({**hardware_tags(hardware), **bound_tags(hardware), **git_tags()})
 
     def begin(self, tracking_uri: str, experiment: str = "") -> None:
         """Start preparing ``tracking_uri`` on a background thread (once per URI): first the

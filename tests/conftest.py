@@ -195,14 +195,25 @@ def check_timing_model(client, run_id: str, train_samples: int, validation_s: fl
         assert 0.2 * validation_s < val < train + 10 * validation_s, (train, val, validation_s)
 
 
-def check_efficiency(client, run) -> None:
-    """Per epoch achieved TFLOP/s and 0 < MFU <= 1 against this machine's measured peaks."""
+def check_efficiency(client, run, framework: str = "") -> None:
+    """Per epoch achieved TFLOP/s, 0 < MFU <= 1 against the peak measured with the training
+    framework's kernels, and MFU against the physical bound at most that, or the reason the
+    machine has no bound (issue 31)."""
     tags = run.data.tags
     assert float(tags["hw.peak_tflops.fp32"]) > 0 and float(tags["hw.peak_tflops.bf16"]) > 0
-    mfu = [m.value for m in client.get_metric_history(run.info.run_id, "mfu")]
-    achieved = client.get_metric_history(run.info.run_id, "achieved_tflops")
+    if framework:
+        assert tags["hw.peak_framework"] in (framework, "datasheet"), tags["hw.peak_framework"]
+
+    def by_step(key: str) -> dict[int, float]:
+        return {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+
+    mfu, achieved, bound = by_step("mfu"), by_step("achieved_tflops"), by_step("mfu_bound")
     assert mfu and len(mfu) == len(achieved), (mfu, achieved)
-    assert all(0 < value <= 1 for value in mfu), mfu
+    assert all(0 < value <= 1 for value in mfu.values()), mfu
+    if bound:
+        assert all(bound[step] <= mfu[step] for step in bound), (bound, mfu)
+    else:
+        assert tags.get("hw.bound_unavailable"), "neither mfu_bound nor the reason it is absent"
     assert float(run.data.params["model.train_flops_per_sample"]) > 0
 
 

@@ -11,6 +11,7 @@ import pytest
 from mltrack import distributed
 from mltrack.distributed import World, merge_epoch, world
 from mltrack.follower import Follower
+from mltrack.ledger import Ledger
 from tests.conftest import all_runs
 
 TORCHRUN = {
@@ -78,7 +79,7 @@ def test_the_job_record_takes_the_slowest_rank_and_all_ranks_samples(monkeypatch
     ]  # fmt: skip
     monkeypatch.setattr(distributed, "world", lambda env=None: World(0, 2, launcher="torchrun"))
     monkeypatch.setattr(distributed, "gather", lambda value: ranks)
-    job = merge_epoch({**ranks[0], "accuracy": 0.5}, 100, None, None)
+    job = merge_epoch({**ranks[0], "accuracy": 0.5}, 100, Ledger())  # no FLOPs, no peak
     # Global throughput over the longest wall, never rank 0's rate x world size.
     assert job["samples_per_s"] == pytest.approx(200 / 10.2)
     assert job["train_wall_s"] == 10.2
@@ -94,7 +95,7 @@ def test_other_ranks_get_their_own_record_back(monkeypatch):
     monkeypatch.setattr(distributed, "world", lambda env=None: World(1, 2, launcher="torchrun"))
     monkeypatch.setattr(distributed, "gather", lambda value: [value, value])
     record = {"train_wall_s": 1.0}
-    assert merge_epoch(record, 10, None, None) is record
+    assert merge_epoch(record, 10, Ledger()) is record
 
 
 def test_a_follower_writes_nothing_and_keeps_the_outcome(tmp_path, store, client, monkeypatch):

@@ -127,9 +127,12 @@ class MltrackCallback(TrainerCallback):
         if self.epochs_done == 0:  # the first forward pass has shown what ran
             precision = self.precision_run or "fp32"
             self.run.set_tags({"precision": precision, "torch.precision_run": precision})
-            if self.flops_per_sample:
+            if self.flops_per_sample and self.run.is_rank_zero:
                 dtype = PRECISION_DTYPE.get(precision, "float32")
-                self.run.log_params(self.ledger.measure_efficiency(self.flops_per_sample, dtype))
+                ledger, tags = self.ledger, self.run.set_tags
+                self.run.log_params(
+                    ledger.measure_efficiency(self.flops_per_sample, dtype, "torch", tags)
+                )
 
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any
@@ -163,9 +166,7 @@ class MltrackCallback(TrainerCallback):
         parallel = distributed.world().torch and args.world_size > 1
         if parallel:  # the job's record, from every rank's
             mine = self.samples // args.world_size  # the Trainer's sampler shards the epoch
-            record = distributed.merge_epoch(
-                record, mine, self.ledger.flops_per_sample, self.ledger.peak_tflops
-            )
+            record = distributed.merge_epoch(record, mine, self.ledger)
         record["loss"] = self.loss
         record["optimizer_steps"] = float(state.global_step)  # as mltrack.torch.fit logs them
         if math.isfinite(self.learning_rate):

@@ -288,8 +288,10 @@ def fit(
     # (about a second; found by the timing test's reference pass).
     import sklearn.metrics  # noqa: F401
 
-    flops = _flops(eager, loss_fn, test_loader, settings)  # once per model, not per step
-    run.log_params(ledger.measure_efficiency(flops, COMPUTE_DTYPE[precision]))
+    if run.is_rank_zero:  # the job's efficiency is rank 0's to log (the peak: one calibration)
+        flops = _flops(eager, loss_fn, test_loader, settings)  # once per model, not per step
+        dtype = COMPUTE_DTYPE[precision]
+        run.log_params(ledger.measure_efficiency(flops, dtype, "torch", run.set_tags))
     ledger.begin()
     micro_step = 0
     record: dict[str, float] = {}
@@ -389,6 +391,6 @@ def _epoch_record(
     record = {**record, **ledger.end_epoch(samples)}
     if not parallel:
         return record
-    job = distributed.merge_epoch(record, samples, ledger.flops_per_sample, ledger.peak_tflops)
+    job = distributed.merge_epoch(record, samples, ledger)
     ledger.epochs[-1].update((key, job[key]) for key in ledger.epochs[-1] if key in job)
     return job

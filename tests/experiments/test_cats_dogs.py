@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import all_runs, reload_without_mltrack
+from tests.conftest import all_runs, check_efficiency, reload_without_mltrack
 from tests.data.test_images import write_faulty
 
 
@@ -29,6 +29,7 @@ def test_synthetic_folder_trains_with_curves_and_fingerprint(run_module, client,
     [run] = all_runs(client)
     assert run.info.status == "FINISHED" and run.data.tags["reload_ok"] == "true"
     assert run.data.params["loader"] == loader
+    check_efficiency(client, run, "tensorflow")
     assert run.data.params["dataset.train_size"] == "24"
     assert run.data.tags["hw.label"] and run.data.tags["hw.fingerprint"]  # a leaderboard row
     for key in ("accuracy", "val_accuracy", "loss", "val_loss", "epoch_wall_s"):

@@ -110,7 +110,7 @@ def test_synthetic_two_epochs_leaves_one_complete_verified_run(run_module, clien
     assert layers[1]["config"]["dtype"]["config"]["name"] == "mixed_float16"
     h5 = Path(client.download_artifacts(run.info.run_id, "model/model.weights.h5"))
     assert h5.read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"  # really HDF5
-    check_efficiency(client, run)
+    check_efficiency(client, run, "tensorflow")
     lineage = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
     assert set(lineage) == {"training", "evaluation"} and all(d.digest for d in lineage.values())
     reload_without_mltrack(client, run.info.run_id, "keras", tmp_path)

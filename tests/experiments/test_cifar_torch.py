@@ -214,6 +214,7 @@ def test_vit_runs_through_transformers_trainer_with_the_callback(run_module, cli
     for key in ("total_wall_s", "steady_samples_per_s", "test_accuracy", "test_f1_macro"):
         assert key in run.data.metrics, key
     assert not [p for p in tmp_path.rglob("checkpoint-*")]  # the Trainer saved nothing
+    check_efficiency(client, run, "torch")  # issue 31: the Trainer's MFU too
 
 
 def test_vit_from_a_local_save_pretrained_dir_in_bf16(run_module, client, tmp_path):
@@ -270,7 +271,7 @@ def test_bf16_and_mixed_fp16_run_as_labelled_and_reload(run_module, client):
     ran = verified_children(client, {"bf16", "mixed_fp16"})
     assert all(r.data.tags["torch.precision_run"] == p for p, r in ran.items())
     for run in ran.values():  # MFU <= 1 against the peak of what each dtype runs on
-        check_efficiency(client, run)
+        check_efficiency(client, run, "torch")
     assert "loss_scale" in ran["mixed_fp16"].data.metrics  # untuned arm: a GradScaler
 
 

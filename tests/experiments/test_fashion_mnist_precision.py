@@ -147,7 +147,7 @@ def test_bf16_and_mixed_fp16_finish_and_their_exports_reload(run_module, client,
     assert "fp32: the training loss" not in result.stdout
     ran = verified_children(client, {"bf16", "mixed_fp16", "fp32"})
     for run in ran.values():  # MFU <= 1 whatever the dtype's peak (issue 19: mixed_fp16 was 6.9)
-        check_efficiency(client, run)
+        check_efficiency(client, run, "tensorflow")
     # Raw pixels, uint8 or float 0-255 (the export scales them; it refused uint8 before).
     reload_without_mltrack(client, ran["fp32"].info.run_id, "keras", tmp_path, (28, 28, 1))
     assert ran["bf16"].data.tags["keras.variable_dtypes"] == "bfloat16"

@@ -9,7 +9,7 @@ from pathlib import Path
 from mltrack import cli
 from mltrack.data import paysim
 from mltrack.report import seconds
-from tests.conftest import study_runs
+from tests.conftest import check_efficiency, study_runs
 
 
 def test_simulated_fp32_vs_bf16_with_inferences_table(run_module, client, store, capsys):
@@ -35,6 +35,7 @@ def test_simulated_fp32_vs_bf16_with_inferences_table(run_module, client, store,
     assert children["fp32"].data.tags["keras.hidden_compute_dtype"] == "float32"
     for run in children.values():
         assert run.info.status == "FINISHED" and run.data.tags["reload_ok"] == "true"
+        check_efficiency(client, run, "tensorflow")  # issue 31: 0 < mfu <= 1 in each dtype
         params = run.data.params
         assert params["imbalance"] == "smote" and params["features"] == "seed"
         assert params["model"] == "conv1d" and "never trained" in params["seed.deviations"]
