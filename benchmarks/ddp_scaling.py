@@ -42,23 +42,11 @@ from torch.utils.data import DataLoader, TensorDataset
 model_name, epochs, images, batch, side, store = sys.argv[1:7]
 epochs, images, batch = int(epochs), int(images), int(batch)
 torch.manual_seed(0)
-from mltrack import distributed, vision
-from mltrack.data import synthetic
+from benchmarks.torch_models import loaders, model
+from mltrack import distributed
 
-data = synthetic.images((32, 32, 3), 10, images, 32, 0)
-if model_name == "seed003_mlp":
-    from mltrack.torch import ImageInput
-
-    net = nn.Sequential(ImageInput(*vision.STATS["cifar10"], 32, 32), nn.Flatten(),
-                        nn.Linear(3072, 3000), nn.ReLU(), nn.Linear(3000, 1000), nn.ReLU(),
-                        nn.Linear(1000, 10))
-else:
-    net = vision.image_classifier(model_name, "none", 10)
-x = torch.from_numpy(data.x_train).permute(0, 3, 1, 2).contiguous()
-y = torch.from_numpy(data.y_train)
-train = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True,
-                   generator=torch.Generator().manual_seed(0))
-val = DataLoader(TensorDataset(x[:32], y[:32]), batch_size=32)
+net = model(model_name)
+train, val = loaders(images, batch)
 world = distributed.world()
 if side == "plain":
     from torch.nn.parallel import DistributedDataParallel

@@ -311,6 +311,9 @@ def export_torch(run: Run, model: Any, probe: Any, *, precision: str, register: 
 
     if skipped(run):
         return False
+    from mltrack.torch.modules import eager
+
+    model = eager(model)  # not the compiled or DDP wrapper: no _orig_mod. keys, traceable
     model.eval()
     parameter = next(model.parameters())
     probe = probe.to(parameter.device, parameter.dtype)

@@ -35,6 +35,7 @@ class Follower(Run):
         self.refused = ""
         self._first_loss = None
         self.epoch_hooks = []
+        self.before_finish = []
         self.monitor = None
 
     def log_params(self, params: Mapping[str, Any]) -> None:

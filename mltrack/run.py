@@ -90,6 +90,7 @@ class Run:
         self.refused = ""  # why the store refused the run for good, once it did (``finish``)
         self._first_loss: float | None = None  # the first epoch's training loss
         self.epoch_hooks: list[EpochHook] = []
+        self.before_finish: list[Callable[[], None]] = []  # e.g. end a child left open
         self.monitor: Any = None  # MLflow's SystemMetricsMonitor, when asked for
         self.journal = Journal(spool_dir(), run_id, tracking_uri)
         self.sink = Sink(
@@ -240,6 +241,8 @@ class Run:
 
         Waits at most ``END_TIMEOUT_S`` (``MLTRACK_END_TIMEOUT_S``) for the store.
         """
+        for close in self.before_finish:
+            close()
         status = STATUS[self.outcome]
         if self.monitor is not None:
             self.monitor.finish()

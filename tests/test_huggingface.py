@@ -117,3 +117,80 @@ def test_a_nan_loss_ends_the_training_as_diverged(store, client, tmp_path):
     assert (run.info.status, run.data.tags["outcome"]) == ("FAILED", "diverged")
     assert run.data.tags["diverged_epoch"] == "0"
     assert len(client.get_metric_history(run.info.run_id, "epoch_wall_s")) == 1  # stopped
+
+
+def trainer_args(tmp_path, epochs: int = 2, **kwargs):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(tmp_path / "trainer"), save_strategy="no", eval_strategy="epoch",
+        logging_strategy="epoch", num_train_epochs=epochs, per_device_train_batch_size=8,
+        use_cpu=True, disable_tqdm=True, **{"report_to": "none", **kwargs},
+    )  # fmt: skip
+
+
+def learning_rates(trial) -> dict[str, float]:
+    return {"learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)}
+
+
+def test_a_hyperparameter_search_makes_a_child_run_per_trial(store, client, tmp_path):
+    """Issue 29: both trials logged into one run, epochs numbered on ("epoch 3/2")."""
+    from transformers import Trainer
+
+    with start_run("hf-search", tracking_uri=store) as run:
+        trainer = Trainer(
+            model_init=Classifier, args=trainer_args(tmp_path), train_dataset=Pairs(64),
+            eval_dataset=Pairs(16), callbacks=[MltrackCallback(run)],
+        )  # fmt: skip
+        best = trainer.hyperparameter_search(
+            backend="optuna", n_trials=2, direction="minimize",
+            hp_space=learning_rates,
+        )  # fmt: skip
+    runs = all_runs(client, "hf-search")
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and len(children) == 2
+    rates = set()
+    for child in children:
+        assert child.info.status == "FINISHED", child.data.tags
+        rates.add(child.data.params["hf.learning_rate"])
+        assert child.data.params["trial.learning_rate"] == child.data.params["hf.learning_rate"]
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")]
+        assert sorted(steps) == [0, 1]  # each trial's own epochs from 0
+    assert len(rates) == 2
+    assert "hf.learning_rate" not in parent.data.params  # the parent holds no trial's params
+    losses = {c.info.run_id: c.data.metrics["val_loss"] for c in children}
+    assert parent.data.tags["best_trial_run_id"] == min(losses, key=losses.__getitem__)
+    assert best.objective == pytest.approx(min(losses.values()), rel=1e-4)
+
+
+def test_a_second_train_with_the_same_callback_is_its_own_child_run(store, client, tmp_path):
+    from transformers import Trainer
+
+    with start_run("hf-twice", tracking_uri=store) as run:
+        trainer = Trainer(
+            model=Classifier(), args=trainer_args(tmp_path, epochs=1), train_dataset=Pairs(32),
+            eval_dataset=Pairs(8), callbacks=[MltrackCallback(run)],
+        )  # fmt: skip
+        trainer.train()
+        trainer.train()
+    runs = all_runs(client, "hf-twice")
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    [child] = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    for run_ in (parent, child):  # one training each, never two mixed in one run
+        steps = [m.step for m in client.get_metric_history(run_.info.run_id, "val_loss")]
+        assert steps == [0], (run_.data.tags, steps)
+    assert child.data.tags["mltrack.trial"] == "train-2"
+
+
+def test_report_to_mlflow_beside_the_callback_is_called_out(store, client, tmp_path):
+    # client: MLFLOW_TRACKING_URI is the test's store, where the Trainer's own callback logs
+    from transformers import Trainer
+
+    with start_run("hf-two-loggers", tracking_uri=store) as run:
+        trainer = Trainer(
+            model=Classifier(), args=trainer_args(tmp_path, epochs=1, report_to="mlflow"),
+            train_dataset=Pairs(16), eval_dataset=Pairs(8), callbacks=[MltrackCallback(run)],
+        )  # fmt: skip
+        with pytest.warns(UserWarning, match="report_to='none' to keep one"):
+            trainer.train()

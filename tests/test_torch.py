@@ -16,7 +16,7 @@ from mltrack import torch as mt
 from mltrack.metrics import classification_scores
 from mltrack.run import start_run
 from mltrack.torch import steps
-from mltrack.torch.loop import window_weights
+from mltrack.torch.batches import window_weights
 from tests.conftest import all_runs, check_timing_model
 
 pytestmark = pytest.mark.torch
@@ -382,3 +382,25 @@ def test_image_input_resizes_bicubic_inside_the_model():
     layer = mt.ImageInput((0.5,) * 3, (0.25,) * 3, input_size=32, model_size=224, mode="bicubic")
     out = layer(torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8))
     assert out.shape == (2, 3, 224, 224) and out.dtype == torch.float32
+
+
+def test_a_compiled_model_trains_exports_and_logs_its_compile_cost(store, client, tmp_path):
+    """Issue 29: a torch.compile'd model failed at export (pytorch/pytorch#117758)."""
+    loader = DataLoader(dataset(24), batch_size=4)
+    model = torch.compile(mlp())
+    with start_run("compiled", tracking_uri=store) as run:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        trained, _ = mt.fit(run, model, optimizer, loader, loader, epochs=2, settings=mt.Settings())
+        assert trained is model  # the caller's compiled module comes back
+        assert mt.export(run, trained, torch.randn(3, 6), precision="fp32")
+    [r] = all_runs(client, "compiled")
+    assert r.info.status == "FINISHED" and r.data.tags["reload_ok"] == "true"
+    assert r.data.tags["torch.compiled"] == "true" and r.data.tags["compile.in_epoch"] == "0"
+    assert r.data.metrics["compile_wall_s"] > 0
+    # FLOPs counted on the eager module: 2 x (6*16 + 16*3) x 3 (forward + backward) - input grad
+    assert float(r.data.params["model.train_flops_per_sample"]) > 0
+    folder = client.download_artifacts(r.info.run_id, "model", str(tmp_path))
+    program = torch.export.load(f"{folder}/model.pt2")
+    assert program.state_dict and not [k for k in program.state_dict if "_orig_mod" in k]
+    scripted = torch.jit.load(f"{folder}/model.torchscript.pt")
+    assert not [k for k in scripted.state_dict() if "_orig_mod" in k]

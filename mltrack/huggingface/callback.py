@@ -65,8 +65,13 @@ class MltrackCallback(TrainerCallback):
     """Per-epoch ledger and run metrics for a ``transformers.Trainer`` (see the module doc)."""
 
     def __init__(self, run: Run, flops_per_sample: float | None = None) -> None:
-        self.run = run
+        self.run = run  # the run this training logs to: ``parent``, or a trial's child run
+        self.parent = run
         self.flops_per_sample = flops_per_sample
+        self.trainings = 0  # train() calls seen: a search's trials, or a reused callback
+        self._child: Any = None  # the open child run's context manager
+        self.children: list[tuple[str, str, float]] = []  # (run id, name, final val_loss)
+        run.before_finish.append(self._close_child)  # a trial that raised leaves one open
         self.ledger = Ledger()
         self.device = torch.device("cpu")
         self.precision_run = ""
@@ -80,6 +85,16 @@ class MltrackCallback(TrainerCallback):
 
     # -- training --------------------------------------------------------------------------
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainings += 1
+        if state.trial_params is not None or self.trainings > 1:
+            self._open_child(state)
+        if "mlflow" in (args.report_to or []) and self.run.is_rank_zero:
+            warnings.warn(
+                "TrainingArguments(report_to) includes 'mlflow': the Trainer's own "
+                "MLflowCallback logs a second run beside mltrack's; pass report_to='none' to "
+                "keep one",
+                stacklevel=2,
+            )
         if args.eval_strategy != "epoch" or args.logging_strategy != "epoch":
             warnings.warn(
                 "MltrackCallback expects eval_strategy='epoch' and logging_strategy='epoch'; "
@@ -113,10 +128,49 @@ class MltrackCallback(TrainerCallback):
             self.precision_run = observed_precision(self.device, dtype)
             self._hook.remove()
 
+    def _open_child(self, state: Any) -> None:
+        """A search's trial (``state.trial_params``), or a second ``train()`` with this
+        callback: its own run, a child of the callback's run, with its own epochs from 0."""
+        from mltrack.run import start_run
+
+        self._close_child()
+        name = state.trial_name or f"train-{self.trainings}"
+        params = {f"trial.{k}": v for k, v in (state.trial_params or {}).items()}
+        self._child = start_run("", run_name=name, parent=self.parent, params=params)
+        self.run = self._child.__enter__()
+        self.run.set_tags({"mltrack.trial": name, "mltrack.training": str(self.trainings)})
+        self.ledger, self.precision_run, self.epochs_done = Ledger(), "", 0
+        self.record, self.summary = {}, {}
+
+    def _close_child(self, state: Any = None) -> None:
+        """End the open child run: pruned when a search stopped it early (the Trainer calls
+        on_train_end before raising optuna's TrialPruned), failed when its train() raised
+        (no on_train_end came before the next train() or the parent's end)."""
+        if self._child is None:
+            return
+        child, run, self._child = self._child, self.run, None
+        self.run = self.parent
+        if state is None:
+            error = RuntimeError("its train() raised before the end of training")
+            child.__exit__(RuntimeError, error, None)
+            return
+        searched = state.trial_params is not None
+        if searched and not run.stopping and state.global_step < (state.max_steps or 0):
+            run.stop("pruned", epoch=self.epochs_done - 1)
+        child.__exit__(None, None, None)
+        val_loss = self.record.get("val_loss", float("nan"))
+        name = state.trial_name or f"train-{self.trainings}"
+        self.children.append((run.run_id, name, val_loss))
+        done = [c for c in self.children if math.isfinite(c[2])]
+        if done:  # the default objective of hyperparameter_search: the evaluation loss
+            best = min(done, key=lambda c: c[2])
+            self.parent.set_tags({"best_trial_by_val_loss": best[1], "best_trial_run_id": best[0]})
+
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         loader = kwargs.get("train_dataloader")
         self.samples = len(loader.dataset) if loader is not None else 0
-        self.epoch = self.epochs_done
+        # The Trainer's own count: a training resumed from a checkpoint goes on numbering.
+        self.epoch = max(self.epochs_done, math.floor((state.epoch or 0) + 1e-6))
         self.loss = self.learning_rate = float("nan")
         self.ledger.start_epoch()
 
@@ -177,7 +231,7 @@ class MltrackCallback(TrainerCallback):
                 record[f"val_{name}"] = float(value)
         self.run.end_epoch(self.epoch, record)
         self.record = record
-        self.epoch, self.epochs_done = -1, self.epochs_done + 1
+        self.epoch, self.epochs_done = -1, self.epoch + 1
         # Diverged, or an epoch hook (a sweep's pruner) decided on rank 0: every rank stops.
         if distributed.decided_on_rank_zero(self.run.stopping) if parallel else self.run.stopping:
             control.should_training_stop = True
@@ -197,3 +251,4 @@ class MltrackCallback(TrainerCallback):
         self.ledger.end()
         self.summary = self.ledger.summary()
         self.run.log_metrics(self.summary, step=0)
+        self._close_child(state)

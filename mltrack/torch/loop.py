@@ -22,6 +22,11 @@ What it does that a notebook loop usually gets wrong:
 - **Divergence**: a NaN/Inf loss stops training as ``diverged`` with its exact micro-step; the
   flag is kept on the device and read every ``Settings.check_every`` optimizer steps and at
   each epoch's end, so there is no host read per step (``mltrack/torch/steps.py``).
+- **Under a launcher** (``torchrun``): DistributedDataParallel, sharded data, the job's
+  ledger and decisions taken together (``mltrack/torch/ddp.py``, ``mltrack.distributed``).
+- **A ``torch.compile``d model**: FLOPs counted and exports made on the eager module, the
+  compile's one-off cost logged apart as ``compile_wall_s`` (it falls in epoch 0, which
+  ``steady_*`` figures leave out).
 """
 
 from __future__ import annotations
@@ -43,7 +48,10 @@ from mltrack.metrics import classification_scores
 from mltrack.precision import COMPUTE_DTYPE
 from mltrack.run import Run
 from mltrack.torch import ddp
+from mltrack.torch.batches import batch_norm_drop, loader_batch_sizes, window_weights
+from mltrack.torch.modules import eager, is_compiled
 from mltrack.torch.steps import (
+    CompileClock,
     Forward,
     OptimizerStep,
     Watch,
@@ -81,44 +89,6 @@ class Settings:
                 else torch.device("cuda" if torch.cuda.is_available() else "cpu")
             )
         return torch.device(self.device)
-
-
-def window_weights(batch_sizes: list[int], accumulation_steps: int) -> list[float]:
-    """Each micro-batch's weight: its samples / the samples in its accumulation window.
-
-    With a mean-reduced loss, summing ``weight * loss`` over a window gives exactly the mean
-    loss over all the window's samples, the same as one batch of them.
-    """
-    weights = []
-    for start in range(0, len(batch_sizes), accumulation_steps):
-        window = batch_sizes[start : start + accumulation_steps]
-        weights += [n / sum(window) for n in window]
-    return weights
-
-
-def loader_batch_sizes(loader: Any) -> list[int]:
-    """The sizes of an epoch's batches (this rank's, on a ``DistributedSampler``)."""
-    n, b = len(loader.sampler), loader.batch_size
-    full, rest = divmod(n, b)
-    return [b] * full + ([] if loader.drop_last or rest == 0 else [rest])
-
-
-def batch_norm_drop(model: nn.Module, sizes: list[int]) -> int:
-    """How many samples to drop from the end of each training epoch: a last micro-batch of one
-    sample when ``model`` has BatchNorm layers, which cannot normalise over one sample in
-    training mode ("Expected more than 1 value per channel"); dropped as ``drop_last`` would.
-
-    ``ValueError`` if every training batch is of one sample (``batch_size`` 1).
-    """
-    batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    if not batch_norm or not sizes or sizes[-1] != 1:
-        return 0
-    if len(sizes) == 1 or sizes[0] == 1:
-        raise ValueError(
-            "batch_size: got 1, expected 2 or more for a model with BatchNorm layers (it "
-            "cannot normalise a batch of one sample in training mode)"
-        )
-    return 1
 
 
 def _sync(device: torch.device) -> None:
@@ -265,7 +235,8 @@ def fit(
         optimizer, model, scaler, settings.clip_grad_value, scheduler, scheduler_every
     )
     k = settings.accumulation_steps
-    eager = model  # FLOPs are counted, and the model returned, without the DDP wrapper
+    returned = model  # the caller's module: without the DDP wrapper (compiled if it was)
+    clock = CompileClock(is_compiled(model), device)
     timer = None
     if parallel:
         train_loader = ddp.shard_training(train_loader)
@@ -289,7 +260,7 @@ def fit(
     import sklearn.metrics  # noqa: F401
 
     if run.is_rank_zero:  # the job's efficiency is rank 0's to log (the peak: one calibration)
-        flops = _flops(eager, loss_fn, test_loader, settings)  # once per model, not per step
+        flops = _flops(eager(model), loss_fn, test_loader, settings)  # once, on the eager one
         dtype = COMPUTE_DTYPE[precision]
         run.log_params(ledger.measure_efficiency(flops, dtype, "torch", run.set_tags))
     ledger.begin()
@@ -309,6 +280,7 @@ def fit(
             x = _to_device(x, device, settings, CAST.get(precision))
             y = y.to(device, non_blocking=settings.non_blocking)
             window_end = (i + 1) % k == 0 or i + 1 == len(weights)
+            clock.start()
             # DDP all-reduces gradients in backward: only at the window's last micro-batch.
             with contextlib.nullcontext() if window_end or not parallel else model.no_sync():
                 outputs, loss = forward(model, x, y)
@@ -316,6 +288,7 @@ def fit(
                 if i % k == 0:  # a window's first backward: the last window's gradients go
                     optimizer.zero_grad(set_to_none=True)
                 (scaler.scale(weighted) if scaler else weighted).backward()
+            clock.stop()
             watch.add(outputs, loss, y)
             samples += len(y)
             micro_step += 1
@@ -340,6 +313,9 @@ def fit(
         record = {"data_wait_s": data_wait, "compute_s": train_phase - data_wait}
         if timer is not None:
             record["comm_wait_s"] = timer.take()
+        if (compile_s := clock.take()) is not None:  # torch.compile's one-off cost: epoch 0
+            run.log_metrics({"compile_wall_s": compile_s}, step=0)
+            run.set_tags({"torch.compiled": "true", "compile.in_epoch": str(epoch)})
         record["micro_steps"] = float(micro_step)
         record["optimizer_steps"] = float(step.steps)
         record["learning_rate"] = float(optimizer.param_groups[0]["lr"])
@@ -380,7 +356,7 @@ def fit(
     summary = ledger.summary()
     run.log_metrics(summary, step=0)
     # The caller also gets the last epoch's values (val_accuracy, ...), as from mltrack.keras.
-    return ddp.unwrapped(model), {**record, **summary}
+    return returned, {**record, **summary}
 
 
 def _epoch_record(

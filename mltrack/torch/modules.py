@@ -1,4 +1,5 @@
-"""Modules mltrack puts around a model so it trains and exports on raw inputs."""
+"""Modules mltrack puts around a model so it trains and exports on raw inputs, and the module a
+user wrote found inside the wrappers PyTorch puts around it."""
 
 from __future__ import annotations
 
@@ -46,3 +47,26 @@ class Logits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=x).logits
+
+
+def eager(model: nn.Module) -> nn.Module:
+    """The module as written, inside ``DistributedDataParallel`` (``.module``) and
+    ``torch.compile``'s ``OptimizedModule`` (``._orig_mod``): what FLOPs are counted on and what
+    is exported. Tracing a compiled module fails (pytorch/pytorch#117758) and its state dict's
+    keys carry an ``_orig_mod.`` prefix (karpathy/nanoGPT#325)."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if inner is None and hasattr(model, "no_sync") and hasattr(model, "module"):
+            inner = model.module
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def is_compiled(model: nn.Module) -> bool:
+    """Whether ``torch.compile`` wraps ``model`` (or the module inside its DDP wrapper)."""
+    return any(
+        isinstance(getattr(m, "_orig_mod", None), nn.Module)
+        for m in (model, getattr(model, "module", None))
+        if m is not None
+    )

@@ -10,6 +10,10 @@
   loop does: dropped right after the step, their memory went back to the operating system
   and was faulted in again for the next window's (ResNet50: 60% more page faults and twice
   the system time per epoch, issue 21).
+- ``CompileClock`` times a ``torch.compile``d model's one-off compilation: it happens inside
+  the first training micro-step (AOT autograd compiles forward and backward there), so its
+  cost is the first micro-step's wall less the second's, both read after a device sync (two
+  syncs in a whole training, on the first two micro-steps alone).
 - ``Watch`` keeps the epoch's loss sum, correct predictions and the first micro-step whose loss
   was not finite **on the device**: the host reads them once every ``check_every`` optimizer
   steps and at the epoch's end, never per step (on a GPU a read per step is a device
@@ -20,6 +24,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -95,6 +100,33 @@ class OptimizerStep:
         self.steps += 1
         if self.scheduler is not None:
             schedule(self.scheduler)
+
+
+class CompileClock:
+    """``compile_wall_s`` of a compiled model (see the module doc); inactive otherwise."""
+
+    def __init__(self, compiled: bool, device: torch.device) -> None:
+        self.walls: list[float] | None = [] if compiled else None
+        self.device = device
+        self._started = 0.0
+
+    def start(self) -> None:
+        if self.walls is not None and len(self.walls) < 2:
+            self._started = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.walls is not None and len(self.walls) < 2:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.walls.append(time.perf_counter() - self._started)
+
+    def take(self) -> float | None:
+        """The compile cost once two micro-steps were timed (then inactive), else None."""
+        if self.walls is None or len(self.walls) < 2:
+            return None
+        first, second = self.walls
+        self.walls = None
+        return max(0.0, first - second)
 
 
 class Watch:
