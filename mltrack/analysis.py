@@ -8,6 +8,7 @@ store: summary metrics for the tables, metric histories only where epochs matter
 
 from __future__ import annotations
 
+import csv
 import math
 import re
 import statistics
@@ -18,7 +19,7 @@ from typing import Any
 from mltrack.errors import bad_value
 from mltrack.fetch import metric_histories
 from mltrack.outcomes import other_outcomes
-from mltrack.report import Table, fraction, mean_spread, seconds
+from mltrack.report import Table, fraction, left_out, mean_spread, seconds
 
 NOISY_CV = 0.05  # steady epoch time varying more than this across repeats is called out
 LOST_SHARE = 0.10  # a run that lost more of the machine's CPU than this is called out
@@ -49,7 +50,11 @@ def lost_share(run: Any) -> float:
 
 
 def _cell(values: Sequence[float], fmt: Any = "{:.4g}".format) -> str:
-    return fmt(statistics.median(values)) if values else "–"
+    """The median of the finite values, the others counted (``report.left_out``)."""
+    finite, rest = left_out(values)
+    if not finite:
+        return ", ".join(dict.fromkeys(fmt(v) for v in values)) if values else "–"
+    return fmt(statistics.median(finite)) + rest
 
 
 def speed_table(selection: Any) -> Table:
@@ -152,6 +157,15 @@ def devices(run: Any) -> str:
     label = run.data.tags.get("distributed.hardware") or f"{size} x {label}"
     nodes = int_param(run, "nodes")
     return label if nodes == 1 else f"{label} over {nodes} nodes"
+
+
+def read_prices(path: str) -> dict[str, float]:
+    """``hardware,price_per_hour`` rows keyed by the ``hw.label`` tag."""
+    try:
+        with open(path, newline="") as handle:
+            return {row["hardware"]: float(row["price_per_hour"]) for row in csv.DictReader(handle)}
+    except (OSError, KeyError, ValueError) as exc:
+        raise bad_value("--prices", path, "a CSV with columns hardware,price_per_hour") from exc
 
 
 def hourly_price(run: Any, prices: Mapping[str, float] | None) -> float | None:

@@ -95,7 +95,7 @@ def _ui(args: argparse.Namespace) -> int:
 @collector_paused()  # compare is short and allocates in bulk: MLflow's import, the runs
 def _compare(args: argparse.Namespace) -> int:
     """Regenerate the seeds' comparisons from the store."""
-    from mltrack import compare
+    from mltrack import analysis, compare
     from mltrack.analysis import Target
     from mltrack.database import reading_client
     from mltrack.warmup import STORES
@@ -109,7 +109,7 @@ def _compare(args: argparse.Namespace) -> int:
         run_ids=[r for r in args.runs.split(",") if r] if args.runs else (),
         group_by=args.group_by,
     )
-    prices = compare.read_prices(args.prices) if args.prices else None
+    prices = analysis.read_prices(args.prices) if args.prices else None
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] or None
     report = compare.build(
         client,

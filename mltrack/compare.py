@@ -43,6 +43,7 @@ from mltrack.report import (
     Table,
     delta_table,
     groups_of,
+    non_finite_note,
     results_table,
     seconds,
 )
@@ -65,7 +66,7 @@ class Selection:
     @cached_property  # built once, not once per table that reads it (seven a report)
     def results(self) -> list[Result]:
         return [
-            Result(g, run_outcome(r), dict(r.data.metrics), r.data.tags)
+            Result(g, run_outcome(r), dict(r.data.metrics), r.data.tags, r.info.run_id)
             for r, g in zip(self.runs, self.groups, strict=True)
         ]
 
@@ -172,6 +173,9 @@ def caveats(selection: Selection) -> list[str]:
     excluded = [r for r in selection.results if not r.averaged]
     if excluded:
         notes.append(f"{len(excluded)} run(s) not completed are listed but not averaged in")
+    named = [(r.name, r.metrics) for r in selection.results if r.averaged]
+    if note := non_finite_note(named, sorted({k for _, metrics in named for k in metrics})):
+        notes.append(note)
     nan = sum(r.averaged and r.outcome == "diverged" for r in selection.results)
     if nan:
         notes.append(
@@ -228,7 +232,7 @@ def leaderboard(
     finished = [
         run
         for run, counts in zip(selection.runs, selection.counted, strict=True)
-        if counts and "total_wall_s" in run.data.metrics
+        if counts and math.isfinite(run.data.metrics.get("total_wall_s", math.nan))
     ]
     if not finished:
         raise UsageError("no completed runs with a total_wall_s to rank")
@@ -387,12 +391,3 @@ def log_report(tracking_uri: str, report: Report, experiment: str, key: str) -> 
         for path in report.write(Path(tmp)):
             run.log_artifact(path)
     return run.run_id
-
-
-def read_prices(path: str) -> dict[str, float]:
-    """``hardware,price_per_hour`` rows keyed by the ``hw.label`` tag."""
-    try:
-        with open(path, newline="") as handle:
-            return {row["hardware"]: float(row["price_per_hour"]) for row in csv.DictReader(handle)}
-    except (OSError, KeyError, ValueError) as exc:
-        raise bad_value("--prices", path, "a CSV with columns hardware,price_per_hour") from exc

@@ -56,7 +56,7 @@ class RunResult:
     params: dict[str, str] = field(default_factory=dict)  # as logged (strings)
 
     def as_result(self) -> Result:
-        return Result(self.precision, self.outcome, self.metrics, self.tags)
+        return Result(self.precision, self.outcome, self.metrics, self.tags, self.run_id)
 
 
 @dataclass

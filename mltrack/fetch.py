@@ -62,17 +62,28 @@ def search_all(client: Any, experiment_ids: list[str], filter_string: str) -> li
             return runs
 
 
+def as_logged(value: float) -> float:
+    """A metric as it was logged: SQL cannot hold infinities, so MLflow's SQL store keeps ±inf
+    as ±1.7976931348623157e308 (``SqlAlchemyStore.sanitize_metric_value``) and reads that
+    back; a table would print it as a 309-digit number."""
+    return math.copysign(math.inf, value) if abs(value) >= sys.float_info.max else value
+
+
 def matching_runs(client: Any, experiment_ids: list[str], filter_string: str = "") -> list[Any]:
     """Every active run of ``experiment_ids`` that ``filter_string`` matches: what
     ``search_runs`` returns (``mlflow.entities.Run``, newest first), read in bulk from a
     database-backed store (``read_runs``), else, or when MLflow's translation refuses the
-    filter, through ``search_all`` (which then raises MLflow's own error for a bad filter)."""
+    filter, through ``search_all`` (which then raises MLflow's own error for a bad filter).
+    Metrics are ``as_logged``."""
     database = database_of(client)
-    if database is not None:
-        found = read_runs(database, experiment_ids, filter_string)
-        if found is not None:
-            return found
-    return search_all(client, experiment_ids, filter_string)
+    found = read_runs(database, experiment_ids, filter_string) if database is not None else None
+    if found is None:
+        found = search_all(client, experiment_ids, filter_string)
+    for run in found:
+        metrics = run.data.metrics
+        if any(abs(v) >= sys.float_info.max for v in metrics.values()):
+            run.data._metrics = {k: as_logged(v) for k, v in metrics.items()}
+    return found
 
 
 def database_of(client: Any) -> Database | None:
@@ -324,11 +335,11 @@ def metric_histories(
         for first in range(0, len(ids), CHUNK):
             chunk = ids[first : first + CHUNK]
             for point in bulk(chunk, metric, max_results=MAX_STEPS * len(chunk)):
-                out.setdefault(point.run_id, {})[point.step] = point.value
+                out.setdefault(point.run_id, {})[point.step] = as_logged(point.value)
         return out
     with ThreadPoolExecutor(THREADS) as pool:
         histories = pool.map(lambda run_id: client.get_metric_history(run_id, metric), ids)
         for run_id, points in zip(ids, histories, strict=True):
             for point in sorted(points, key=lambda m: m.timestamp):
-                out.setdefault(run_id, {})[point.step] = point.value
+                out.setdefault(run_id, {})[point.step] = as_logged(point.value)
     return out

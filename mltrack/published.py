@@ -74,6 +74,8 @@ def for_experiment(experiment: str) -> list[Published]:
 
 
 def _fmt(metric: str, value: float) -> str:
+    if math.isnan(value):  # no finite figure measured (or published)
+        return "–"
     return seconds(value) if metric.endswith("_s") else number(value)
 
 

@@ -47,22 +47,61 @@ class Table:
         return self.markdown()
 
 
+def non_finite(value: float) -> str:
+    """``nan``, ``inf`` or ``-inf``: how every table shows a value that is not a number."""
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def left_out(values: Sequence[float]) -> tuple[list[float], str]:
+    """The finite ``values``, and what was left out of a mean or median: `` (+2 nan, +1 inf)``
+    ("" when nothing was); a table's notes name the runs (``non_finite_note``)."""
+    finite = [v for v in values if math.isfinite(v)]
+    counts: dict[str, int] = {}
+    for value in values:
+        if not math.isfinite(value):
+            counts[non_finite(value)] = counts.get(non_finite(value), 0) + 1
+    return finite, "".join(f" (+{n} {name})" for name, n in counts.items())
+
+
 def mean_spread(values: Sequence[float]) -> str:
-    """``mean ± sample standard deviation``, or the single value marked ``(n=1)``; ``NaN``
-    where a value is not finite (a loss that diverged)."""
+    """``mean ± sample standard deviation`` of the finite values, or the single value marked
+    ``(n=1)``; values that are not finite (a loss that diverged) are left out and counted
+    (``0.52 ± 0.01 (+1 inf)``), and shown as they are when no value is finite."""
     if not values:
         return "–"
-    if not all(math.isfinite(v) for v in values):
-        return "NaN" + (" (n=1)" if len(values) == 1 else "")
-    if len(values) == 1:
-        return f"{values[0]:.4g} (n=1)"
-    return f"{statistics.fmean(values):.4g} ± {statistics.stdev(values):.2g}"
+    finite, rest = left_out(values)
+    if not finite:
+        return ", ".join(dict.fromkeys(non_finite(v) for v in values)) + (
+            " (n=1)" if len(values) == 1 else ""
+        )
+    if len(finite) == 1:
+        return f"{finite[0]:.4g} (n=1){rest}"
+    return f"{statistics.fmean(finite):.4g} ± {statistics.stdev(finite):.2g}{rest}"
+
+
+def non_finite_note(named: Sequence[tuple[str, Mapping[str, float]]], keys: Sequence[str]) -> str:
+    """A table note naming the runs whose ``keys`` are not finite ("" if none): ``named`` is
+    (run name or id, metrics) per run."""
+    found = []
+    for name, metrics in named:
+        odd = [
+            f"{k}={non_finite(metrics[k])}" for k in keys if not math.isfinite(metrics.get(k, 0))
+        ]
+        found += [f"{name} ({', '.join(odd)})"] if odd else []
+    if not found:
+        return ""
+    more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+    return (
+        "not finite, shown as nan/inf and left out of means, medians and spreads: "
+        + ", ".join(found[:10])
+        + more
+    )
 
 
 def seconds(value: float) -> str:
     """Durations as the seed-000 table wrote them: ``2m 3s`` or ``3.91s``."""
     if not math.isfinite(value):
-        return "–"
+        return non_finite(value)
     if abs(value) < 60:
         return f"{value:.2f}s"
     minutes, rest = divmod(abs(value), 60)
@@ -70,11 +109,11 @@ def seconds(value: float) -> str:
 
 
 def fraction(value: float) -> str:
-    return f"{value:.2%}" if math.isfinite(value) else "–"
+    return f"{value:.2%}" if math.isfinite(value) else non_finite(value)
 
 
 def number(value: float) -> str:
-    return f"{value:.4f}" if math.isfinite(value) else "–"
+    return f"{value:.4f}" if math.isfinite(value) else non_finite(value)
 
 
 @dataclass(frozen=True)
@@ -92,6 +131,7 @@ class Result:
     outcome: str
     metrics: Mapping[str, float]
     tags: Mapping[str, str] = field(default_factory=dict)
+    name: str = ""  # the run's id or name, for notes that name runs
 
     @property
     def averaged(self) -> bool:
@@ -99,7 +139,11 @@ class Result:
 
 
 def _mean(values: Sequence[float]) -> float:
-    return statistics.fmean(values) if values else float("nan")
+    """The mean of the finite values (``non_finite_note`` names the others)."""
+    finite = [v for v in values if math.isfinite(v)]
+    if finite or not values:
+        return statistics.fmean(finite) if finite else math.nan
+    return values[0] if len({str(v) for v in values}) == 1 else math.nan  # all inf: inf
 
 
 def groups_of(
@@ -147,6 +191,9 @@ def results_table(
         outcomes = ", ".join(f"{o} {n}" for o, n in counts.items())
         cells = [mean_spread([m[k] for m in completed if k in m]) for k in metrics]
         table.rows.append([group, str(len(members)), outcomes, *cells])
+        named = [(r.name or r.group, r.metrics) for r in members if r.averaged]
+        if note := non_finite_note(named, metrics):
+            table.notes.append(f"{group}: {note}")
         flat = sum(not_training(r.metrics) for r in members)
         if flat:
             table.notes.append(
@@ -172,8 +219,9 @@ def delta_table(
     header += [f"Δ {n} − {baseline}" for n in others]
     table = Table(title, header)
     for row in rows:
-        means = {n: _mean([m[row.metric] for m in groups[n] if row.metric in m]) for n in names}
-        cells = [row.fmt(means[n]) for n in names]
+        values = {n: [m[row.metric] for m in groups[n] if row.metric in m] for n in names}
+        means = {n: _mean(values[n]) for n in names}
+        cells = [row.fmt(means[n]) if values[n] else "–" for n in names]  # –: none logged
         for n in others:
             delta = means[n] - means.get(baseline, float("nan"))
             if not math.isfinite(delta):

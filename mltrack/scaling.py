@@ -89,7 +89,7 @@ def _scaling_row(runs: Sequence[Any], size: int, smallest: int, base: float | No
         *(str(size), ", ".join(sorted({_layout(run) for run in runs})), str(len(runs))),
         "–" if rate is None else f"{rate:.4g}",
         f"{speedup:.2f}×" if math.isfinite(speedup) else "–",
-        fraction(speedup / (size / smallest)),
+        fraction(speedup / (size / smallest)) if math.isfinite(speedup) else "–",
         "–" if ratio is None else f"{ratio:.2f}",
     ]
 

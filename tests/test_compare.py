@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 from pathlib import Path
 
@@ -362,3 +363,41 @@ def test_leaderboard_counts_the_processes_of_a_job(store, capsys, tmp_path):
     assert "runs from 2 different machines" not in out  # one machine type, counted apart
     # No samples/s logged: the scaling table lists the world sizes and says nothing more.
     assert "| 2 | 1 × 2, 2 × 1 | 2 | – | – | – | – |" in out
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_metrics_are_shown_as_such_left_out_of_means_and_named(
+    store, capsys, tmp_path, bad
+):
+    """Issue 29: a run with an infinite metric printed a 309-digit number (MLflow's SQL store
+    keeps ±inf as ±1.797e308)."""
+    log_run(store, "fp32", m(100.0, 2.0, 140.0, 0.95, 0.40))
+    log_run(store, "fp32", m(102.0, 2.0, 144.0, 0.93, 0.42))
+    odd = log_run(store, "fp32", m(101.0, 2.0, bad, 0.94, bad))
+    log_run(store, "bf16", m(bad, 2.0, bad, bad, bad))
+    shown = {"inf": "inf", "-inf": "-inf", "nan": "nan"}[str(bad)]
+    code, out, _ = compare(store, capsys, "--output", str(tmp_path / "report"))
+    assert code == 0
+    assert not re.search(r"\d{20}", out)  # no 309-digit number anywhere
+    # The finite runs' mean and spread, the odd one counted apart.
+    assert f"| fp32 | 3 | completed 3 | 142 ± 2.8 (+1 {shown}) |" in out
+    assert f"| bf16 | 1 | completed 1 | {shown} (n=1) |" in out
+    assert f"{odd} (total_wall_s={shown}, " in out  # the note names the run
+    assert "left out of means" in out
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert f"val_loss={shown})" in report and odd in report
+    assert not re.search(r"\d{20}", report)
+
+
+def test_results_md_of_a_study_names_a_non_finite_run():
+    from mltrack.report import Result, results_table
+
+    results = [
+        Result("fp32", "completed", {"total_wall_s": 10.0}, name="run-a"),
+        Result("fp32", "completed", {"total_wall_s": 12.0}, name="run-b"),
+        Result("fp32", "completed", {"total_wall_s": float("inf")}, name="run-c"),
+    ]
+    table = str(results_table(results, metrics=["total_wall_s"]))
+    assert "| fp32 | 3 | completed 3 | 11 ± 1.4 (+1 inf) |" in table
+    assert "fp32: not finite, shown as nan/inf and left out of means" in table
+    assert "run-c (total_wall_s=inf)" in table
