@@ -55,8 +55,57 @@ def redact_uri(text: str) -> str:
     return _URI.sub(lambda m: _redact_one(m.group(0), m.group("scheme")), text)
 
 
+# What a URI's user name or password must percent-encode: each ends the part a parser reads
+# as the user information (RFC 3986 §3.2.1), so a password holding one is read as something
+# else, and a half of it is shown where the URI is (a log line, an error).
+_ENCODE = {"@": "%40", "/": "%2F", "?": "%3F", "#": "%23", "[": "%5B", "]": "%5D"}
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _userinfo(uri: str) -> tuple[int, int] | None:
+    """Where the user information of ``scheme://userinfo@host...`` is, read as a person wrote
+    it: from past "://" to the *last* "@" (a path or query seldom holds one); None without."""
+    head = uri.find("://")
+    at = uri.rfind("@")
+    if head <= 0 or at <= head + 3 or uri[:head].lower() in ("sqlite", "file"):
+        return None  # no user information: none, or a file path that may hold an "@"
+    authority = re.split(r"[/?#]", uri[head + 3 :], maxsplit=1)[0]
+    if "@" not in authority and re.fullmatch(r"[^:@]*(:\d*)?", authority):
+        return None  # host[:port] then a path holding "@": no user information
+    return head + 3, at
+
+
+def _unencoded(uri: str) -> list[str]:
+    """The characters of ``uri``'s user information that a URI must percent-encode."""
+    span = _userinfo(uri)
+    if span is None:
+        return []
+    info = uri[span[0] : span[1]]
+    return [c for c in _ENCODE if c in info] + (["%"] if _BAD_PERCENT.search(info) else [])
+
+
+def userinfo_problem(argument: str, uri: str) -> str:
+    """A one-line error for a URI whose user name or password holds characters a URI must
+    percent-encode ("" if none): the characters, what to write instead, the URI with the
+    password hidden; never the password."""
+    found = _unencoded(uri)
+    if not found:
+        return ""
+    how = ", ".join(f"'{c}' as {_ENCODE.get(c, '%25')}" for c in found)
+    return (
+        f"{argument}: got {redact_uri(uri)}, expected a URI whose user name and password are "
+        f"percent-encoded: write {how} (urllib.parse.quote(password, safe=''))"
+    )
+
+
 def _redact_one(uri: str, scheme: str) -> str:
     head = len(scheme) + 3  # past "scheme://"
+    span = _userinfo(uri)
+    if span is not None and _unencoded(uri) and ":" in uri[span[0] : span[1]]:
+        # A password holding "@", "/" ...: a parser would read a part of it as the host;
+        # hide everything a person meant as the password.
+        colon = uri.index(":", span[0])
+        return f"{uri[: colon + 1]}{REDACTED}{uri[span[1] :]}"
     if scheme.split("+")[0].lower() in _DATABASES:
         # make_url: user "[^:/]*", ":", password "[^@]*", "@", host... (sqlalchemy.engine.url)
         try:

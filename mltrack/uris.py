@@ -6,12 +6,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mltrack.errors import UsageError
+from mltrack.limits import userinfo_problem
+
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
 
 def which_tracking_uri(uri: str | None = None) -> str:
-    """``--tracking-uri`` over ``MLFLOW_TRACKING_URI`` over the embedded sqlite store."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """``--tracking-uri`` over ``MLFLOW_TRACKING_URI`` over the embedded sqlite store.
+
+    ``UsageError`` for a URI whose user name or password is not percent-encoded (a parser
+    would read a part of the password as the host; the error never shows the password)."""
+    found = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    problem = userinfo_problem("--tracking-uri" if uri else "MLFLOW_TRACKING_URI", found)
+    if problem:
+        raise UsageError(problem)
+    return found
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from mltrack.creation import open_once
 from mltrack.errors import UsageError, bad_value
-from mltrack.limits import redact_uri
+from mltrack.limits import redact_uri, userinfo_problem
 from mltrack.sweep.args import SweepArgs
 from mltrack.sweep.space import SearchSpace
 from mltrack.uris import sqlite_path
@@ -19,6 +19,8 @@ def open_storage(args: SweepArgs, on_stale: Any) -> Any:
     """Connect now, so an unreachable database is a usage error before anything is created."""
     import optuna
 
+    if problem := userinfo_problem("--storage", args.storage):
+        raise UsageError(problem)
     db = sqlite_path(args.storage)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
