@@ -93,3 +93,28 @@ def test_parameter_importances_reach_the_parent_once_five_trials_completed(store
     assert set(values) == {"importance.batch_size", "importance.accumulation_steps"}
     assert metrics["importance.batch_size"] > metrics["importance.accumulation_steps"]
     assert sum(values.values()) == pytest.approx(1.0)
+
+
+def test_a_study_resumed_against_another_mlflow_store_is_one_line(store, tmp_path):
+    """Issue 29: its trials would be split between stores, and its parent is not in this one."""
+    from types import SimpleNamespace
+
+    from mltrack.errors import UsageError
+    from mltrack.sweep.parent import same_store
+
+    started = "postgresql://alice:secret@127.0.0.1/mlflow"
+    study = SimpleNamespace(
+        study_name="s",
+        user_attrs={"mlflow_tracking_uri": "postgresql://alice:<redacted>@127.0.0.1/mlflow"},
+    )
+    same_store(study, started, "any")  # the same store: fine
+    with pytest.raises(
+        UsageError,
+        match=r"--tracking-uri: got sqlite:.*expected the MLflow store "
+        r"study 's' started in \(postgresql://alice:<redacted>@127.0.0.1/mlflow\)",
+    ):
+        same_store(study, store, "any")
+    # A study from before the store was kept: the parent run not in this store says it.
+    old = SimpleNamespace(study_name="s", user_attrs={})
+    with pytest.raises(UsageError, match=r"started in \(another store\)"):
+        same_store(old, store, "0123456789abcdef0123456789abcdef")

@@ -10,10 +10,33 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from mltrack.creation import creation_lock
+from mltrack.errors import UsageError
+from mltrack.limits import redact_uri
 from mltrack.run import Run, start_run, tag_run
 from mltrack.warmup import STORES
 
 log = logging.getLogger(__name__)
+
+
+def same_store(study: Any, tracking_uri: str, parent_run_id: str) -> None:
+    """A study resumed (or joined) against another MLflow store than it started in: one
+    line, ``UsageError``, before any trial: its trials' runs would be split between stores,
+    and its parent run is not in this one."""
+    started = study.user_attrs.get("mlflow_tracking_uri")
+    here = redact_uri(tracking_uri)
+    if started is not None and started == here:
+        return
+    if started is None:  # a study from before the store was kept: ask the store
+        try:
+            STORES.client(tracking_uri).get_run(parent_run_id)
+            return
+        except Exception:
+            started = "another store"
+    raise UsageError(
+        f"--tracking-uri: got {here}, expected the MLflow store study {study.study_name!r} "
+        f"started in ({started}): its parent run and trials stay in one store; pass that "
+        "--tracking-uri, or a new --study name"
+    )
 
 
 @contextlib.contextmanager
@@ -39,7 +62,9 @@ def shared_parent(
     with contextlib.ExitStack() as owned:
         with creation_lock(storage, "parent"):
             existing = study.user_attrs.get("mlflow_parent_run_id")
-            if not existing:
+            if existing:
+                same_store(study, tracking_uri, existing)
+            else:
                 run = owned.enter_context(
                     start_run(
                         experiment,
@@ -50,6 +75,7 @@ def shared_parent(
                     )
                 )
                 study.set_user_attr("mlflow_parent_run_id", run.run_id)
+                study.set_user_attr("mlflow_tracking_uri", redact_uri(tracking_uri))
         if not existing:
             yield run
             return
