@@ -120,14 +120,10 @@ def train(cfg: Config, data: images.ImageFolder, run: Run) -> dict[str, float]:
     if data.skipped:
         run.log_text(data.skipped_listing(), images.SKIPPED_ARTIFACT)
     summary = mk.fit(
-        run,
-        model,
-        train_data,
-        epochs=cfg.epochs,
-        validation_data=test_data,
-        samples_per_epoch=data.train_size,
-        log_every_n_steps=cfg.log_every_n_steps,
-    )
+        run, model, train_data, epochs=cfg.epochs, validation_data=test_data,
+        samples_per_epoch=data.train_size, log_every_n_steps=cfg.log_every_n_steps,
+        jit_compile=cfg.compile,
+    )  # fmt: skip
     metrics = {**summary, **mk.evaluate(run, model, test_data)}
     figure = learning_curves(model.history.history, f"cats vs dogs, {cfg.precision}, {cfg.loader}")
     run.log_figure(figure, "learning_curves.png")

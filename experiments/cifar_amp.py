@@ -123,15 +123,10 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     y_train = keras.utils.to_categorical(data.y_train, data.num_classes)
     y_test = keras.utils.to_categorical(data.y_test, data.num_classes)
     summary = mk.fit(
-        run,
-        model,
-        data.x_train,
-        y_train,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        validation_data=(data.x_test, y_test),
-        log_every_n_steps=cfg.log_every_n_steps,
-    )
+        run, model, data.x_train, y_train, epochs=cfg.epochs, batch_size=cfg.batch_size,
+        validation_data=(data.x_test, y_test), log_every_n_steps=cfg.log_every_n_steps,
+        jit_compile=cfg.compile,
+    )  # fmt: skip
     metrics = {**summary, **mk.evaluate(run, model, data.x_test, y_test, cfg.batch_size)}
     if cfg.export:
         mk.export(

@@ -65,6 +65,7 @@ class Config(ExperimentConfig):
     pin_memory: bool = opt(True, "ask the DataLoader to pin memory (the seed did)")
     num_workers: int = opt(-1, "DataLoader worker processes (-1: the seed's)")
     channels_last: bool = opt(False, "NHWC memory format")
+    compile_mode: str = opt("default", "torch.compile's mode with --compile (max-autotune ...)")
     synthetic_size: int = opt(256, "images for --dataset synthetic")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N")
     pin_memory_in_effect: bool = field(default=False, init=False)

@@ -99,18 +99,12 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     seed = cfg.protocol == "seed"
     model = build_model(cfg.precision, cfg.accumulation_steps, float32_output=not seed)
     summary = mk.fit(
-        run,
-        model,
-        x_train,
-        data.y_train,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
+        run, model, x_train, data.y_train, epochs=cfg.epochs, batch_size=cfg.batch_size,
         validation_data=None if seed else (x_test, data.y_test),
-        log_every_n_steps=cfg.log_every_n_steps,
+        log_every_n_steps=cfg.log_every_n_steps, jit_compile=cfg.compile,
         # Stopping at the first NaN wants its exact step (batch hooks); training on does not.
-        watch_steps=not seed,
-        on_divergence="continue" if seed else "stop",
-    )
+        watch_steps=not seed, on_divergence="continue" if seed else "stop",
+    )  # fmt: skip
     metrics = {**summary, **mk.evaluate(run, model, x_test, data.y_test, cfg.batch_size)}
     if cfg.export:
         probe = data.x_test[:PROBE_SIZE, ..., None]  # raw uint8 pixels: the export scales them

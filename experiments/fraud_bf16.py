@@ -103,17 +103,11 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
         model = tabular.fraud_model(cfg.model, x.shape[1], output_dtype(cfg.precision))
         model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy", metrics=["accuracy"])
     summary = mk.fit(
-        run,
-        model,
-        x,
-        y,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        validation_data=(data.x_test, data.y_test),
-        class_weight=class_weight,
+        run, model, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size,
+        validation_data=(data.x_test, data.y_test), class_weight=class_weight,
         callbacks=[mk.BinaryScores(data.x_test, data.y_test)],
-        log_every_n_steps=cfg.log_every_n_steps,
-    )
+        log_every_n_steps=cfg.log_every_n_steps, jit_compile=cfg.compile,
+    )  # fmt: skip
     probability = model.predict(data.x_test, batch_size=4096, verbose=0)
     test = {f"test_{k}": v for k, v in binary_scores(data.y_test, probability).items()}
     run.log_metrics(test, step=0)

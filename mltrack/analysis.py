@@ -57,52 +57,54 @@ def _cell(values: Sequence[float], fmt: Any = "{:.4g}".format) -> str:
     return fmt(statistics.median(finite)) + rest
 
 
-def speed_table(selection: Any) -> Table:
-    """Per group: wall time as mean ± spread, median and minimum; throughput, TFLOP/s, MFU."""
-    table = Table(
-        f"Speed and efficiency by {selection.key}",
-        [
-            *(selection.key, "runs", "total wall", "median", "min"),
-            *("steady samples/s", "TFLOP/s", "MFU", "MFU (bound)", "lost to other load"),
-            "not counted",
-        ],
-    )
-    for group, runs in _by_group(selection).items():
+def speed_table(selection: Any, baseline: str = "") -> Table:
+    """Per group: wall time as mean ± spread, median and minimum; throughput and its speed-up
+    over ``baseline`` (default: the first group), TFLOP/s, MFU; with compiled runs, the
+    compilation's one-off cost (``compile_wall_s``) beside the steady throughput it buys."""
+    groups = _by_group(selection)
+    compiled = any("compile_wall_s" in r.data.metrics for runs in groups.values() for r in runs)
+    header = [selection.key, "runs", "total wall", "median", "min", "steady samples/s"]
+    header += ["speed-up", *(["one-off compile"] if compiled else [])]
+    header += ["TFLOP/s", "MFU", "MFU (bound)", "lost to other load", "not counted"]
+    table = Table(f"Speed and efficiency by {selection.key}", header)
+
+    def metric(key: str, runs: list[Any]) -> list[float]:
+        return [r.data.metrics[key] for r in runs if key in r.data.metrics]
+
+    def rate(runs: list[Any]) -> float | None:
+        finite = left_out(metric("steady_samples_per_s", runs))[0]
+        return statistics.median(finite) if finite else None
+
+    base = rate(groups.get(baseline) or next((v for v in groups.values() if v), []))
+    for group, runs in groups.items():
         others = other_outcomes(r for r in selection.results if r.group == group) or "–"
         if not runs:
-            table.rows.append([group, "0", NONE_COMPLETED, *["–"] * 7, others])
+            table.rows.append([group, "0", NONE_COMPLETED, *["–"] * (len(header) - 4), others])
             continue
-
-        def metric(key: str, runs: list[Any] = runs) -> list[float]:
-            return [r.data.metrics[key] for r in runs if key in r.data.metrics]
-
-        wall = metric("total_wall_s")
-        table.rows.append(
-            [
-                group,
-                str(len(runs)),
-                mean_spread(wall),
-                _cell(wall, seconds),
-                seconds(min(wall)) if wall else "–",
-                _cell(metric("steady_samples_per_s")),
-                _cell(metric("steady_achieved_tflops")),
-                _cell(metric("steady_mfu"), fraction),
-                _cell(metric("steady_mfu_bound"), fraction),
-                fraction(max(lost_share(r) for r in runs)),
-                others,
-            ]
-        )
+        wall, mine = metric("total_wall_s", runs), rate(runs)
+        speedup = f"{mine / base:.2f}×" if mine is not None and base else "–"
+        row = [group, str(len(runs)), mean_spread(wall), _cell(wall, seconds)]
+        row += [seconds(min(wall)) if wall else "–", _cell(metric("steady_samples_per_s", runs))]
+        row += [speedup, *([_cell(metric("compile_wall_s", runs), seconds)] if compiled else [])]
+        row += [_cell(metric("steady_achieved_tflops", runs))]
+        row += [_cell(metric("steady_mfu", runs), fraction)]
+        row += [_cell(metric("steady_mfu_bound", runs), fraction)]
+        row += [fraction(max(lost_share(r) for r in runs)), others]
+        table.rows.append(row)
     table.notes.append(
         "runs: those that completed (and seed-002 runs that trained on through NaN); "
         "not counted: the others by outcome, running included"
     )
     table.notes.append(
-        "median over runs; MFU = achieved TFLOP/s / the peak of the run's compute dtype "
-        "measured with its framework's matmul kernels over GEMM shapes (tags hw.peak_tflops.*, "
-        "hw.peak_method; at most 100%: a run that beats it raises it); MFU (bound) = achieved / "
-        "cores × max clock × FLOPs a cycle of the instruction set (hw.bound_tflops.*; – where "
-        "the machine hides its clock: hw.bound_unavailable); lost = steal + other processes' "
-        "CPU / the machine's capacity"
+        "median over runs; speed-up: steady samples/s (epochs after the first, so a "
+        "compilation's one-off cost is not in it) over the baseline group's"
+        + ("; one-off compile: compile_wall_s, paid once in epoch 0" if compiled else "")
+        + "; MFU = achieved TFLOP/s / the peak of the run's compute dtype measured with its "
+        "framework's matmul kernels over GEMM shapes (tags hw.peak_tflops.*, hw.peak_method; "
+        "at most 100%: a run that beats it raises it); MFU (bound) = achieved / cores × max "
+        "clock × FLOPs a cycle of the instruction set (hw.bound_tflops.*; – where the machine "
+        "hides its clock: hw.bound_unavailable); lost = steal + other processes' CPU / the "
+        "machine's capacity"
     )
     return table
 

@@ -336,7 +336,7 @@ def build(
     tables = [
         precision_table(selection, baseline),
         repeats_table(selection, metrics),
-        speed_table(selection),
+        speed_table(selection, baseline),
         leaderboard(selection, cpu_baseline, prices),
         *scaling_tables(client, selection, target),  # only where world sizes differ
     ]

@@ -107,6 +107,13 @@ class ExperimentConfig:
     log_every_n_steps: int = field(
         default=0, metadata=help_("also log batch metrics every N steps (0: per epoch only)")
     )
+    compile: bool = field(
+        default=False,
+        metadata=help_(
+            "compile the model: torch.compile (PyTorch), XLA jit_compile (Keras); its one-off "
+            "cost is logged apart (compile_wall_s)"
+        ),
+    )
     export: bool = field(
         default=True, metadata=help_("export the model and verify it reloads (sweeps: --no-export)")
     )

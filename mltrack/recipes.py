@@ -223,6 +223,10 @@ def resolve(cfg: Any) -> None:
     cfg.accumulation_loss = cfg.accumulation_loss or recipe.accumulation_loss
 
 
+# torch.compile's modes (torch.compile's documentation, torch 2.15).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 def validate(cfg: Any) -> None:
     """The experiment's own flags, after ``resolve``; ``UsageError`` for the first bad one."""
     choices = {
@@ -230,6 +234,7 @@ def validate(cfg: Any) -> None:
         "--schedule": (cfg.schedule, ("seed", "constant")),
         "--accumulation-loss": (cfg.accumulation_loss, ("divide", "samples")),
         "--vit-size": (cfg.vit_size, ("base", "tiny")),
+        "--compile-mode": (cfg.compile_mode, COMPILE_MODES),
     }
     for name, (value, allowed) in choices.items():
         if value not in allowed:
@@ -291,6 +296,8 @@ def settings(cfg: Any) -> Any:
         loss_scaling=bool(cfg.loss_scaling),
         clip_grad_value=cfg.clip_grad_value,
         accumulation_loss=cfg.accumulation_loss,
+        compile=cfg.compile,
+        compile_mode=cfg.compile_mode,
     )
 
 

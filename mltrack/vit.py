@@ -102,6 +102,8 @@ def fit_with_trainer(
             dataloader_num_workers=cfg.num_workers,
             dataloader_pin_memory=cfg.pin_memory_in_effect,
             use_cpu=use_cpu,
+            torch_compile=cfg.compile,  # the Trainer compiles the model itself
+            torch_compile_mode=cfg.compile_mode if cfg.compile else None,
             logging_nan_inf_filter=False,  # a NaN step loss shows in the epoch's logged loss
             disable_tqdm=not sys.stderr.isatty(),  # bars on a terminal; in logs, a line an epoch
         )

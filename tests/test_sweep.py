@@ -118,3 +118,19 @@ def test_a_study_resumed_against_another_mlflow_store_is_one_line(store, tmp_pat
     old = SimpleNamespace(study_name="s", user_attrs={})
     with pytest.raises(UsageError, match=r"started in \(another store\)"):
         same_store(old, store, "0123456789abcdef0123456789abcdef")
+
+
+def test_compile_is_sweepable_like_precision():
+    import optuna
+
+    from mltrack.errors import UsageError
+    from mltrack.sweep.space import SearchSpace
+
+    space = SearchSpace(["fp32"], [32], [1])
+    space.update({"compile": ["true", "False"]}, "--space-compile")
+    assert space.compile == [False, True] and space.grid()["compile"] == [False, True]
+    study = optuna.create_study(sampler=optuna.samplers.GridSampler(space.grid()))
+    seen = {space.suggest(study.ask())["compile"] for _ in range(2)}
+    assert seen == {False, True}  # the grid trains both
+    with pytest.raises(UsageError, match=r"--space-compile: got .*compile as true, false or"):
+        space.update({"compile": ["maybe"]}, "--space-compile")

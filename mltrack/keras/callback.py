@@ -149,6 +149,15 @@ class Callback(keras.callbacks.Callback):
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         self.ledger.end()
         self.summary = self.ledger.summary()
+        compiled = bool(getattr(self.model, "jit_compile", False))
+        self.run.set_tags({"keras.jit_compile": str(compiled).lower()})
+        walls = [e["train_wall_s"] for e in self.ledger.epochs]
+        if compiled and len(walls) > 1:
+            # XLA compiles in the first steps: the first epoch's excess over the steady mean
+            # (tf.function's tracing, which every Keras run pays, is in it too). No batch hook.
+            steady = sum(walls[1:]) / len(walls[1:])
+            self.summary["compile_wall_s"] = max(0.0, walls[0] - steady)
+            self.run.set_tags({"compile.in_epoch": "0"})
         self.run.log_metrics(self.summary, step=0)
         if self.divergences:  # trained on through NaN: the run diverged all the same
             first = min(self.divergences, key=lambda d: d["step"])
@@ -307,12 +316,17 @@ def fit(
     log_every_n_steps: int = 0,
     watch_steps: bool = False,
     on_divergence: str = "stop",
+    jit_compile: bool | None = None,
     **fit_kwargs: Any,
 ) -> dict[str, float]:
     """``model.fit`` with tracking; returns and logs the ledger summary (step 0).
 
     ``validation_data`` None: the timed fit validates nothing (evaluate after, untimed).
+    ``jit_compile``: XLA on or off for this fit (None: as the model was compiled; Keras'
+    "auto" is XLA on a GPU, off on a CPU); what ran is tagged ``keras.jit_compile``.
     """
+    if jit_compile is not None:
+        model.jit_compile = jit_compile  # read when fit makes its train function
     if samples_per_epoch is None and hasattr(x, "__len__") and y is not None:
         samples_per_epoch = len(x)
     cb = callback(

@@ -78,6 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space-batch-size", default="", help="comma list, e.g. 32,64,128")
     parser.add_argument("--space-accumulation-steps", default="", help="comma list, e.g. 1,2,4")
     parser.add_argument("--space-learning-rate", default="", help="LOW:HIGH, log-uniform")
+    parser.add_argument("--space-compile", default="", help="true,false: compiled or not")
     parser.add_argument(
         "--heartbeat-interval", type=int, default=HEARTBEAT_INTERVAL_S, help="seconds"
     )
@@ -105,6 +106,8 @@ def from_namespace(ns: argparse.Namespace, passthrough: list[str]) -> SweepArgs:
             overrides[name] = [v.strip() for v in text.split(",") if v.strip()]
     if ns.space_learning_rate:
         overrides["learning_rate"] = ns.space_learning_rate.split(":")
+    if ns.space_compile:
+        overrides["compile"] = [v.strip() for v in ns.space_compile.split(",") if v.strip()]
     for name in ("trials", "heartbeat_interval", "grace_period", "max_retry"):
         if getattr(ns, name) < 0:
             raise bad_value(flag(name), getattr(ns, name), "an integer >= 0")

@@ -1,5 +1,5 @@
-"""The search space of a sweep: precision × batch size × accumulation steps (× learning rate),
-and the objective(s) it optimizes."""
+"""The search space of a sweep: precision × batch size × accumulation steps (× learning rate
+× compile), and the objective(s) it optimizes."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ class SearchSpace:
     batch_size: list[int]
     accumulation_steps: list[int]
     learning_rate: tuple[float, float] | None = None  # log-uniform range
+    compile: list[bool] | None = None  # compiled or not: a technique like precision
 
     @classmethod
     def default(cls, cfg: ExperimentConfig, hardware: Hardware) -> SearchSpace:
@@ -73,6 +74,8 @@ class SearchSpace:
             values["learning_rate"] = trial.suggest_float(
                 "learning_rate", *self.learning_rate, log=True
             )
+        if self.compile is not None:
+            values["compile"] = trial.suggest_categorical("compile", self.compile)
         return values
 
     def grid(self) -> dict[str, list[Any]]:
@@ -82,6 +85,7 @@ class SearchSpace:
             "precision": self.precision,
             "batch_size": self.batch_size,
             "accumulation_steps": self.accumulation_steps,
+            **({"compile": self.compile} if self.compile is not None else {}),
         }
 
     def update(self, values: dict[str, Any], where: str) -> None:
@@ -96,6 +100,12 @@ class SearchSpace:
                 except (TypeError, ValueError):
                     raise bad_value(where, value, "learning_rate as [low, high]") from None
                 self.learning_rate = (low, high)
+            elif name == "compile":
+                items = value if isinstance(value, list) else [value]
+                words = {"true": True, "false": False, True: True, False: False}
+                if not items or any(str(v).lower() not in ("true", "false") for v in items):
+                    raise bad_value(where, value, "compile as true, false or both")
+                self.compile = sorted({words[str(v).lower()] for v in items})
             elif name in ("precision", "batch_size", "accumulation_steps"):
                 items = value if isinstance(value, list) else [value]
                 try:
@@ -104,7 +114,9 @@ class SearchSpace:
                     raise bad_value(where, value, f"a list for {name}") from None
             else:
                 raise bad_value(
-                    where, key, "precision, batch_size, accumulation_steps or learning_rate"
+                    where,
+                    key,
+                    "precision, batch_size, accumulation_steps, learning_rate or compile",
                 )
 
 

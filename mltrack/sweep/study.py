@@ -114,6 +114,8 @@ def keeps_its_definition(
     first worker stores them in the study, the others compare; ``UsageError`` on a change."""
     stored_space = dataclasses.asdict(space)
     stored_space["learning_rate"] = list(stored_space["learning_rate"] or []) or None
+    if stored_space.get("compile") is None:  # studies from before --space-compile keep theirs
+        stored_space.pop("compile", None)
     named = [f"{o.metric}:{o.direction.removesuffix('imize')}" for o in objectives]
     for flag_name, key, value in (
         ("--space-*", "search_space", stored_space),

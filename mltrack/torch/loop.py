@@ -75,6 +75,8 @@ class Settings:
     loss_scaling: bool = True  # a GradScaler under mixed_fp16
     clip_grad_value: float = 0.0  # clip each gradient element to ±value before a step; 0: off
     accumulation_loss: str = "samples"  # or "divide": each micro-batch loss / k
+    compile: bool = False  # torch.compile the prepared model (prepare)
+    compile_mode: str = "default"  # torch.compile's mode: reduce-overhead, max-autotune, ...
     # Optimizer steps between host reads of the divergence flag: no device sync per step.
     check_every: int = 50
 
@@ -115,6 +117,8 @@ def prepare(model: nn.Module, settings: Settings, precision: str) -> nn.Module:
         model = model.to(CAST[precision])
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if settings.compile:  # compiled lazily, in the first step: fit logs it as compile_wall_s
+        model = torch.compile(model, mode=settings.compile_mode)
     return model
 
 

@@ -219,3 +219,31 @@ def test_bf16_and_mixed_fp16_finish_and_their_exports_reload(run_module, client)
     ran = verified_children(client, {"bf16", "mixed_fp16"})
     assert ran["bf16"].data.tags["keras.variable_dtypes"] == "bfloat16"
     assert ran["mixed_fp16"].data.tags["keras.hidden_compute_dtype"] == "float16"
+
+
+def test_compile_is_a_technique_logged_and_compared(run_module, client, store, capsys):
+    """Issue 29: --compile (XLA for Keras) runs, its one-off cost is logged apart from the
+    steady throughput, and compare puts compiled and eager side by side with the speed-up."""
+    args = [*SMALL, "--epochs", "3", "--precision", "fp32", "--no-export"]
+    for extra in (["--compile"], []):
+        result = run_module("experiments.cifar_amp", *args, *extra, "--tracking-uri", store)
+        assert result.returncode == 0, result.stderr[-3000:]
+    compiled, eager = sorted(all_runs(client), key=lambda r: r.data.params["compile"] != "True")
+    assert compiled.data.params["compile"] == "True" and eager.data.params["compile"] == "False"
+    assert compiled.data.tags["keras.jit_compile"] == "true"
+    assert eager.data.tags["keras.jit_compile"] == "false"  # Keras' "auto" is off on a CPU
+    assert compiled.data.metrics["compile_wall_s"] >= 0
+    assert "compile_wall_s" not in eager.data.metrics
+    from mltrack import cli
+
+    assert cli.main(["compare", "--tracking-uri", store, "--group-by", "compile"]) == 0
+    out = capsys.readouterr().out
+    speed = out.split("### Speed and efficiency by compile")[1].split("###")[0]
+    header = next(line for line in speed.splitlines() if line.startswith("| compile | runs |"))
+    assert "| speed-up | one-off compile |" in header
+    rates = {
+        r.data.params["compile"]: r.data.metrics["steady_samples_per_s"] for r in (compiled, eager)
+    }
+    first = next(iter(k for k in ("True", "False") if f"| {k} | 1 |" in out))
+    ratio = rates["False" if first == "True" else "True"] / rates[first]
+    assert f"{ratio:.2f}×" in out

@@ -312,3 +312,22 @@ def test_a_last_training_batch_of_one_is_dropped_under_batchnorm(run_module, cli
     assert run.info.status == "FINISHED"
     assert run.data.params["train.dropped_last_batch_samples"] == "1"
     assert run.data.metrics["optimizer_steps"] == 1  # the batch of 8 trained, the 1 did not
+
+
+def test_compile_flags_reach_the_model_and_a_bad_mode_is_one_line(run_module):
+    """Issue 29 (the loop's compiled path runs in tests/test_torch.py: a ResNet50's compile
+    takes about a minute here)."""
+    import torch
+
+    from experiments.cifar_torch import EXPERIMENT
+    from mltrack import torch as mt
+
+    argv = ["--dataset", "synthetic", "--model", "resnet50_torchvision", "--compile"]
+    cfg = EXPERIMENT.parse([*argv, "--compile-mode", "max-autotune"])
+    settings = recipes.settings(cfg)
+    assert (settings.compile, settings.compile_mode) == (True, "max-autotune")
+    assert cfg.logged()["compile"] is True
+    assert hasattr(mt.prepare(torch.nn.Linear(2, 2), settings, "fp32"), "_orig_mod")
+    bad = run_module(MODULE, *argv, "--compile-mode", "fast")
+    assert bad.returncode == 2
+    assert "--compile-mode: got 'fast', expected one of default, reduce-overhead" in bad.stderr
