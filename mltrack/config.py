@@ -114,6 +114,14 @@ class ExperimentConfig:
             "cost is logged apart (compile_wall_s)"
         ),
     )
+    checkpoint: bool = field(
+        default=False,
+        metadata=help_("keep a training checkpoint each epoch, so --resume can continue the run"),
+    )
+    resume: str = field(
+        default="",
+        metadata=help_("continue this run (trained with --checkpoint): its epochs go on"),
+    )
     export: bool = field(
         default=True, metadata=help_("export the model and verify it reloads (sweeps: --no-export)")
     )
@@ -144,8 +152,11 @@ class ExperimentConfig:
     def logged(self) -> dict[str, Any]:
         """The config as a run's params: each setting as in effect on this machine. A subclass
         whose setting may not take effect logs what ran under the flag's name and the request
-        as ``<name>_requested`` (as ``precision`` and ``precision_requested``)."""
-        return dataclasses.asdict(self)
+        as ``<name>_requested`` (as ``precision`` and ``precision_requested``). ``resume`` is
+        not a param: a resumed run's params are the ones it started with."""
+        values = dataclasses.asdict(self)
+        values.pop("resume", None)
+        return values
 
     def expand(self) -> None:
         """Expand convenience flags (``--tuned``) into the fields they stand for.
@@ -186,6 +197,19 @@ class ExperimentConfig:
             raise bad_value("--dataset", self.dataset, f"one of {', '.join(self.DATASETS)}")
         if self.data_dir:
             self._validate_data_dir(Path(self.data_dir))
+        if self.resume:
+            self._validate_resume(listed)
+
+    def _validate_resume(self, precisions: list[str]) -> None:
+        from mltrack.resume import checkpoint_dir
+
+        if len(precisions) > 1 or self.repeats > 1:
+            raise bad_value("--resume", self.resume, "one run (one precision, --repeats 1)")
+        if not checkpoint_dir(self.resume).is_dir():
+            raise bad_value(
+                "--resume", self.resume, f"a run trained with --checkpoint on this machine "
+                f"(no checkpoint in {checkpoint_dir(self.resume)})"
+            )  # fmt: skip
 
     def _validate_data_dir(self, path: Path) -> None:
         if self.dataset in self.WRITES_DATA_DIR:

@@ -32,6 +32,7 @@ from mltrack.precision import Resolved, resolve
 from mltrack.process import sigterm_as_exception
 from mltrack.records import REFUSED, refused_line
 from mltrack.report import Result, results_table
+from mltrack.resume import checkpoint_dir
 from mltrack.run import Run, start_run
 from mltrack.uris import resolve_tracking_uri, which_tracking_uri
 from mltrack.warmup import STORES
@@ -135,7 +136,9 @@ class Experiment(Generic[C, D]):
             tracking_uri=cfg.tracking_uri or None,
             parent=parent,
             system_metrics_interval=cfg.system_metrics_interval if cfg.system_metrics else 0.0,
+            resume=cfg.resume if parent is None else "",
         ) as run:
+            run.checkpoint = cfg.checkpoint  # the framework loops keep one each epoch
             inputs = getattr(data, "mlflow_inputs", None)
             if inputs is not None:  # the UI's Dataset column and filters
                 run.log_inputs(inputs())
@@ -147,6 +150,8 @@ class Experiment(Generic[C, D]):
                 # What the GPUs drew while this run trained (and exported): 1 Wh = 3.6e6 mJ.
                 metrics["energy_wh"] = (end_mj - energy_mj) / 3.6e6
                 run.log_metrics({"energy_wh": metrics["energy_wh"]}, step=0)
+        if run.outcome == "completed":  # a finished run is not resumed: its checkpoint goes
+            shutil.rmtree(checkpoint_dir(run.run_id), ignore_errors=True)
         return RunResult(
             run.run_id,
             resolved.resolved,
@@ -243,6 +248,9 @@ class Experiment(Generic[C, D]):
         try:
             with sigterm_as_exception():
                 results = self.execute(cfg, data)
+        except UsageError as exc:  # found at the store (a resumed run's changed param)
+            print(f"{self.prog}: error: {exc}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             print(f"{self.prog}: interrupted; run(s) ended as KILLED", file=sys.stderr)
             return 130

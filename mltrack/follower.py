@@ -36,6 +36,8 @@ class Follower(Run):
         self._first_loss = None
         self.epoch_hooks = []
         self.before_finish = []
+        self.first_epoch = 0
+        self.checkpoint = False
         self.monitor = None
 
     def log_params(self, params: Mapping[str, Any]) -> None:

@@ -301,3 +301,15 @@ def get_or_create_experiment(client: Any, name: str, uri: str) -> str:
         if existing is None:
             raise
         return str(existing.experiment_id)
+
+
+def reopen(client: Any, run_id: str, tags: Mapping[str, str]) -> None:
+    """A resumed run (``mltrack.resume``) back to RUNNING under this process: its identity
+    and heartbeat ``tags``, and ``mltrack.resumed`` counting its resumptions."""
+    from mlflow.entities import RunTag
+
+    count = int(client.get_run(run_id).data.tags.get("mltrack.resumed", "0")) + 1
+    keep = {k: v for k, v in tags.items() if not k.startswith("mlflow.")}  # its source stays
+    items = [RunTag(k, v) for k, v in {**keep, "mltrack.resumed": str(count)}.items()]
+    client.log_batch(run_id, tags=items)
+    client.update_run(run_id, status="RUNNING")

@@ -91,6 +91,8 @@ class Run:
         self._first_loss: float | None = None  # the first epoch's training loss
         self.epoch_hooks: list[EpochHook] = []
         self.before_finish: list[Callable[[], None]] = []  # e.g. end a child left open
+        self.first_epoch = 0  # the epoch training starts at: > 0 for a resumed run
+        self.checkpoint = False  # keep a training checkpoint each epoch (mltrack.resume)
         self.monitor: Any = None  # MLflow's SystemMetricsMonitor, when asked for
         self.journal = Journal(spool_dir(), run_id, tracking_uri)
         self.sink = Sink(
@@ -331,8 +333,10 @@ def start_run(
     parent: Run | None = None,
     system_metrics_interval: float = 0.0,
     stores: Stores | None = None,
+    resume: str = "",
 ) -> Iterator[Run]:
-    """Open a run (a child of ``parent`` if given) and end it with its true status.
+    """Open a run (a child of ``parent`` if given) and end it with its true status; with
+    ``resume``, continue that run (``mltrack.resume``: its epochs go on, ``run.first_epoch``).
 
     ``system_metrics_interval`` > 0 starts MLflow's own system-metrics monitor for the run
     (``system/*`` metrics every that many seconds); it stops before the run ends. ``stores``:
@@ -350,7 +354,13 @@ def start_run(
     prepared = stores.tracking(uri, experiment)  # begun while the framework loaded, if at all
     client = parent._client if parent else stores.client(uri)
     find = records.get_or_create_experiment
-    experiment_id = parent.experiment_id if parent else find(client, experiment, uri)
+    first_epoch = 0
+    if resume:
+        from mltrack import resume as resuming
+
+        experiment_id, first_epoch = resuming.check(client, resume, params or {})
+    else:
+        experiment_id = parent.experiment_id if parent else find(client, experiment, uri)
     base_tags = {
         **process_tags(),
         "mlflow.source.name": Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python",
@@ -361,8 +371,12 @@ def start_run(
     }
     if parent is not None:
         base_tags["mlflow.parentRunId"] = parent.run_id
-    created = client.create_run(experiment_id, run_name=run_name, tags=limits.tags(base_tags))
-    run = Run(client, created.info.run_id, experiment_id, uri)
+    if resume:
+        records.reopen(client, resume, limits.tags(base_tags))
+    else:
+        made = client.create_run(experiment_id, run_name=run_name, tags=limits.tags(base_tags))
+    run = Run(client, resume or made.info.run_id, experiment_id, uri)
+    run.first_epoch = first_epoch
     if system_metrics_interval > 0:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 

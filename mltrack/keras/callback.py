@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -18,13 +19,16 @@ from typing import Any
 import keras
 
 from mltrack import distributed
+from mltrack.errors import bad_value
 from mltrack.keras.multi_worker import repair_fit
 from mltrack.ledger import Ledger
 from mltrack.metrics import binary_scores
 from mltrack.precision import KERAS_POLICY
+from mltrack.resume import checkpoint_dir, mark_epoch
 from mltrack.run import Run
 
 ON_DIVERGENCE = ("stop", "continue")
+WEIGHTS = "checkpoint.weights.h5"  # a resumable run's weights after its last epoch
 
 
 @contextlib.contextmanager
@@ -142,6 +146,13 @@ class Callback(keras.callbacks.Callback):
             # last step of the epoch is the most precise step we know.
             self._diverged(epoch, (epoch + 1) * max(self.steps_per_epoch, 1) - 1, loss)
         self.last_epoch = metrics
+        if self.run.checkpoint and self.run.is_rank_zero:  # before the epoch is logged: a
+            folder = checkpoint_dir(self.run.run_id)  # logged epoch is one --resume continues
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f"tmp-{os.getpid()}.weights.h5"  # Keras wants the suffix
+            self.model.save_weights(tmp)
+            tmp.replace(folder / WEIGHTS)
+            mark_epoch(self.run.run_id, epoch)
         self.run.end_epoch(epoch, metrics)
         if self.run.stopping:  # diverged, or an epoch hook (a sweep's pruner) decided to stop
             self.model.stop_training = True
@@ -327,6 +338,12 @@ def fit(
     """
     if jit_compile is not None:
         model.jit_compile = jit_compile  # read when fit makes its train function
+    if run.first_epoch:  # resumed: the weights after its last epoch (the optimizer starts anew)
+        weights = checkpoint_dir(run.run_id) / WEIGHTS
+        if not weights.exists():
+            raise bad_value("--resume", run.run_id, f"a run with a checkpoint (none at {weights})")
+        model.load_weights(weights)
+        fit_kwargs.setdefault("initial_epoch", run.first_epoch)
     if samples_per_epoch is None and hasattr(x, "__len__") and y is not None:
         samples_per_epoch = len(x)
     cb = callback(

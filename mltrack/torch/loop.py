@@ -42,12 +42,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from mltrack import distributed
+from mltrack import distributed, resume
 from mltrack.ledger import Ledger
 from mltrack.metrics import classification_scores
 from mltrack.precision import COMPUTE_DTYPE
 from mltrack.run import Run
-from mltrack.torch import ddp
+from mltrack.torch import checkpoint, ddp
 from mltrack.torch.batches import batch_norm_drop, loader_batch_sizes, window_weights
 from mltrack.torch.modules import eager, is_compiled
 from mltrack.torch.steps import (
@@ -268,9 +268,13 @@ def fit(
         dtype = COMPUTE_DTYPE[precision]
         run.log_params(ledger.measure_efficiency(flops, dtype, "torch", run.set_tags))
     ledger.begin()
-    micro_step = 0
+    micro_step, saved = 0, resume.checkpoint_dir(run.run_id)
+    if run.first_epoch:  # a resumed run: its model, optimizer and counters as it left them
+        micro_step, step.steps = checkpoint.restore(
+            saved, model, optimizer, scheduler, scaler, run.first_epoch
+        )
     record: dict[str, float] = {}
-    for epoch in range(epochs):
+    for epoch in range(run.first_epoch, epochs):
         model.train()
         ddp.set_epoch(train_loader, epoch)
         ledger.start_epoch()
@@ -339,12 +343,15 @@ def fit(
         ledger.end_validation()
         record = _epoch_record(ledger, record, samples, parallel)
         record.update({f"val_{k}": v for k, v in scores.items()})
+        if scheduler is not None and scheduler_every == "epoch":
+            schedule(scheduler)
+        if run.checkpoint and run.is_rank_zero:  # before the epoch is logged: a logged epoch
+            state = (model, optimizer, scheduler, scaler)  # is one a resume can continue from
+            checkpoint.save(saved, *state, epoch, micro_step, step.steps)
         run.end_epoch(epoch, record)
         stopping = distributed.decided_on_rank_zero(run.stopping) if parallel else run.stopping
         if stopping:  # an epoch hook (a sweep's pruner) decided to stop
             break
-        if scheduler is not None and scheduler_every == "epoch":
-            schedule(scheduler)
         if not run.is_rank_zero:
             continue
         print(

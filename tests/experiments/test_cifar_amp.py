@@ -247,3 +247,40 @@ def test_compile_is_a_technique_logged_and_compared(run_module, client, store, c
     first = next(iter(k for k in ("True", "False") if f"| {k} | 1 |" in out))
     ratio = rates["False" if first == "True" else "True"] / rates[first]
     assert f"{ratio:.2f}×" in out
+
+
+def test_a_keras_run_killed_mid_training_resumes_with_its_weights(run_module, client, tmp_path):
+    """Issue 29, Keras' side: --resume goes on at the epoch after the last logged one
+    (initial_epoch), from the weights of that epoch's checkpoint."""
+    import os
+
+    from tests.conftest import env_for, wait_until
+
+    args = ["--dataset", "synthetic", "--synthetic-size", "4096", "--batch-size", "64",
+            "--epochs", "4", "--precision", "fp32", "--no-export", "--checkpoint"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.cifar_amp", *args], cwd=tmp_path,
+        env=env_for(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+
+        def logged() -> int:
+            runs = all_runs(client)
+            return len(client.get_metric_history(runs[0].info.run_id, "loss")) if runs else 0
+
+        wait_until(lambda: logged() >= 1, 600, "an epoch logged")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(60)
+    [run] = all_runs(client)
+    done = logged()
+    assert done < 4 and run.info.status == "RUNNING"
+    result = run_module("experiments.cifar_amp", *args, "--resume", run.info.run_id)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = all_runs(client)
+    assert run.info.status == "FINISHED" and run.data.tags["mltrack.resumed"] == "1"
+    points = sorted(client.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)
+    assert [m.step for m in points] == [0, 1, 2, 3]
+    # From the checkpoint's weights: the first resumed epoch trains on from where training
+    # was (fresh weights, the same seed, would repeat epoch 0's loss).
+    assert points[done].value < 0.99 * points[0].value, [m.value for m in points]

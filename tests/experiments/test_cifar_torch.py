@@ -331,3 +331,44 @@ def test_compile_flags_reach_the_model_and_a_bad_mode_is_one_line(run_module):
     bad = run_module(MODULE, *argv, "--compile-mode", "fast")
     assert bad.returncode == 2
     assert "--compile-mode: got 'fast', expected one of default, reduce-overhead" in bad.stderr
+
+
+def test_a_run_killed_at_epoch_2_resumes_as_one_run_of_four_epochs(run_module, client, tmp_path):
+    """Issue 29: a run SIGKILLed mid-training goes on with --resume RUN_ID from its checkpoint:
+    one run, epochs 0..3, FINISHED; a param that would change is refused in one line."""
+    import os
+    import signal
+
+    from tests.conftest import env_for, wait_until
+
+    args = ["--model", "resnet50_torchvision", "--dataset", "synthetic", "--synthetic-size", "64",
+            "--batch-size", "16", "--epochs", "4", "--precision", "fp32", "--no-export",
+            "--num-workers", "0", "--checkpoint"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", MODULE, *args], cwd=tmp_path, env=env_for(tmp_path),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        runs = lambda: all_runs(client)  # noqa: E731
+        logged = lambda: runs() and len(history(client, runs()[0], "epoch_wall_s")) >= 2  # noqa: E731
+        wait_until(lambda: bool(logged()), 600, "two epochs logged")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(60)
+    [run] = all_runs(client)
+    assert run.info.status == "RUNNING"  # its process died: nobody ended it
+    run_id = run.info.run_id
+    changed = run_module(MODULE, *args, "--resume", run_id, "--learning-rate", "0.5")
+    assert changed.returncode == 2, changed.stderr[-2000:]
+    assert f"--resume {run_id}: param learning_rate was '0.001', got '0.5'" in changed.stderr
+    result = run_module(MODULE, *args, "--resume", run_id)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = all_runs(client)
+    assert run.info.status == "FINISHED" and run.data.tags["mltrack.resumed"] == "1"
+    steps = sorted(m.step for m in client.get_metric_history(run_id, "epoch_wall_s"))
+    assert steps[-4:] == [0, 1, 2, 3] and sorted(set(steps)) == [0, 1, 2, 3]
+    # The optimizer went on from the checkpoint: 4 steps an epoch, counted on, not from 0.
+    assert history(client, run, "optimizer_steps")[-1] == 16.0
+    from mltrack.resume import checkpoint_dir
+
+    assert not checkpoint_dir(run_id).exists()  # a finished run's checkpoint is gone
