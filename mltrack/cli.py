@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import gc
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -329,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None and hasattr(signal, "SIGUSR1"):
+        # `kill -USR1 PID` prints every thread's stack to stderr: what a worker that seems
+        # stuck is doing (tests dump it before giving up on one).
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         args, rest = build_parser().parse_known_args(argv)
         if rest and args.command != "sweep":

@@ -307,7 +307,14 @@ def test_a_stopped_worker_ends_its_trial_in_optuna_and_mlflow(tmp_path, client, 
 
     wait_until(training, 300, "a trial to train")
     worker.send_signal(signum)
-    _, err = worker.communicate(timeout=120)
+    try:
+        _, err = worker.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # say where it hangs: every thread's stack (mltrack.cli)
+        worker.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        worker.kill()
+        _, err = worker.communicate()
+        raise AssertionError(f"the worker did not stop in 120 s:\n{err[-6000:]}") from None
     assert worker.returncode == code, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     [trial] = optuna.load_study(study_name="stop", storage=storage).trials
