@@ -174,14 +174,17 @@ def node_info(here: World) -> dict[str, Any]:
     }
 
 
-def join(run_id: str) -> tuple[str, dict[str, Any]]:
-    """Called by every rank once per run, rank 0 with the id of the run it created, the others
-    with "": returns that id and, for rank 0, the job's params and tags."""
+def join(run_id: str, first_epoch: int = 0) -> tuple[str, dict[str, Any], int]:
+    """Called by every rank once per run, rank 0 with the id of the run it created (and the
+    epoch a resumed run goes on from), the others with "": returns that id, for rank 0 the
+    job's params and tags, and the first epoch, so every rank trains the same epochs."""
     here = world()
     if not here.torch:  # Keras' workers: only the chief writes; the others need no id
-        return run_id, _job_fields(here, [node_info(here)] * here.size) if run_id else {}
-    infos = gather({**node_info(here), "run_id": run_id})
-    return str(infos[0]["run_id"]), _job_fields(here, infos) if here.is_rank_zero else {}
+        fields = _job_fields(here, [node_info(here)] * here.size) if run_id else {}
+        return run_id, fields, first_epoch
+    infos = gather({**node_info(here), "run_id": run_id, "first_epoch": first_epoch})
+    fields = _job_fields(here, infos) if here.is_rank_zero else {}
+    return str(infos[0]["run_id"]), fields, int(infos[0]["first_epoch"])
 
 
 def _job_fields(here: World, infos: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -84,7 +84,9 @@ class Follower(Run):
 def following(parent: Run | None) -> Iterator[Run]:
     """``mltrack.start_run`` on a rank other than 0: the job's run id from rank 0, a
     ``Follower``; this rank's failure is left for rank 0 to name in the run's error."""
-    run = Follower(distributed.join("")[0], parent.experiment_id if parent else "", "")
+    run_id, _, first_epoch = distributed.join("")
+    run = Follower(run_id, parent.experiment_id if parent else "", "")
+    run.first_epoch = first_epoch  # a resumed job's ranks all go on from rank 0's epoch
     try:
         with sigterm_as_exception(unless_handled=True):
             yield run

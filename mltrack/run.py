@@ -386,7 +386,7 @@ def start_run(
         run.monitor.start()
     try:
         if here.distributed:  # every rank learns the id; rank 0 records the job's shape
-            job = distributed.join(run.run_id)[1]
+            job = distributed.join(run.run_id, run.first_epoch)[1]
             tags, params = {**job["tags"], **(tags or {})}, {**job["params"], **(params or {})}
         run.set_tags(tags or {})
         run.log_params(params or {})

@@ -111,3 +111,17 @@ def test_a_follower_writes_nothing_and_keeps_the_outcome(tmp_path, store, client
     follower.finish()
     assert not (tmp_path / "spool").exists()
     assert all_runs(client) == []
+
+
+def test_every_rank_learns_the_run_id_and_the_epoch_a_resumed_job_goes_on_from(monkeypatch):
+    sent: list[dict] = []
+
+    def gather(value: dict) -> list[dict]:
+        sent.append(value)
+        rank0 = {**value, "run_id": "abc", "first_epoch": 2, "node_rank": 0, "host": "h"}
+        return [rank0, {**value, "node_rank": 0, "host": "h"}]
+
+    monkeypatch.setattr(distributed, "world", lambda env=None: World(1, 2, 1, 2, 0, "torchrun"))
+    monkeypatch.setattr(distributed, "gather", gather)
+    assert distributed.join("") == ("abc", {}, 2)  # rank 1: rank 0's id and first epoch
+    assert sent[0]["run_id"] == "" and {"hardware", "fingerprint"} <= set(sent[0])
