@@ -76,11 +76,17 @@ def _userinfo(uri: str) -> tuple[int, int] | None:
 
 
 def _unencoded(uri: str) -> list[str]:
-    """The characters of ``uri``'s user information that a URI must percent-encode."""
+    """The characters of ``uri``'s user information its parser would not read as the user
+    meant. SQLAlchemy's ``make_url`` (databases) reads a password up to its first "@" and takes
+    any other character raw (issue 18 plants "/", "[", "]" in one), so only an "@" breaks it;
+    ``urllib`` (a tracking server's http URI) ends the user information at "/", "?", "#",
+    reads "[" "]" as an IPv6 host and decodes "%"."""
     span = _userinfo(uri)
     if span is None:
         return []
     info = uri[span[0] : span[1]]
+    if uri.partition(":")[0].split("+")[0].lower() in _DATABASES:
+        return ["@"] if "@" in info else []
     return [c for c in _ENCODE if c in info] + (["%"] if _BAD_PERCENT.search(info) else [])
 
 
