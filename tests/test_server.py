@@ -317,7 +317,7 @@ def test_planted_passwords_reach_no_param_tag_or_artifact(tmp_path):
         on_command_lines: set[tuple[int, str]] = set()
         # A child between fork and exec still shows its parent's command line (seen when the
         # peak calibration's subprocess started): that is the sweep's own line, not a new one.
-        own = " ".join(sweep.args)
+        own = " ".join(str(arg) for arg in sweep.args)
         while sweep.poll() is None:
             for process in psutil.process_iter(["pid", "cmdline"]):
                 line = " ".join(process.info["cmdline"] or ())
