@@ -301,13 +301,14 @@ def test_planted_passwords_reach_no_param_tag_or_artifact(tmp_path):
         # storage goes by OPTUNA_STORAGE, as Optuna's CLI takes it: on no command line.
         storage = pg.replace("mltrack@", f"mltrack:{db_password}@") + "/optuna"
         tracking = f"http://admin:{admin_password}@127.0.0.1:{port}"
+        command = [
+            *(sys.executable, "-m", "mltrack.cli", "sweep"),
+            *("experiments.fashion_mnist_precision", "--dataset", "digits", "--no-export"),
+            *("--epochs", "1", "--trials", "2"),
+            *("--tracking-uri", tracking, "--sampler", "random", "--pruner", "none"),
+        ]
         sweep = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "mltrack.cli", "sweep"),
-                *("experiments.fashion_mnist_precision", "--dataset", "digits", "--no-export"),
-                *("--epochs", "1", "--trials", "2"),
-                *("--tracking-uri", tracking, "--sampler", "random", "--pruner", "none"),
-            ],
+            command,
             cwd=tmp_path,
             env={**env_for(tmp_path), "OPTUNA_STORAGE": storage},
             stdout=subprocess.PIPE,
@@ -317,7 +318,7 @@ def test_planted_passwords_reach_no_param_tag_or_artifact(tmp_path):
         on_command_lines: set[tuple[int, str]] = set()
         # A child between fork and exec still shows its parent's command line (seen when the
         # peak calibration's subprocess started): that is the sweep's own line, not a new one.
-        own = " ".join(str(arg) for arg in sweep.args)
+        own = " ".join(command)
         while sweep.poll() is None:
             for process in psutil.process_iter(["pid", "cmdline"]):
                 line = " ".join(process.info["cmdline"] or ())
