@@ -8,6 +8,7 @@ after the pid was reused.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import threading
@@ -79,3 +80,24 @@ def sigterm_as_exception(unless_handled: bool = False) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def sigterm_deferred() -> Iterator[None]:
+    """Hold SIGTERM back while a run ends (main thread only), then deliver it again.
+
+    A launcher that saw another rank die sends SIGTERM to rank 0 right then, often while rank
+    0 is already ending the run on the collective's error: a SIGTERM at its default action
+    there killed the process mid-``finish`` and left the run RUNNING.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: arrived.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if arrived:
+            os.kill(os.getpid(), signal.SIGTERM)

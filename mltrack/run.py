@@ -44,7 +44,7 @@ from typing import Any
 from mltrack import distributed, limits, records
 from mltrack.environment import software_tags
 from mltrack.outcomes import STATUS, describe, outcome_of
-from mltrack.process import HEARTBEAT_TAG, process_tags, sigterm_as_exception
+from mltrack.process import HEARTBEAT_TAG, process_tags, sigterm_as_exception, sigterm_deferred
 from mltrack.records import Artifact, Inputs, Model, Point, Record, Register, Values, encode
 from mltrack.sink import Sink
 from mltrack.spool import Journal, spool_dir
@@ -380,9 +380,8 @@ def start_run(
     if system_metrics_interval > 0:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        run.monitor = SystemMetricsMonitor(
-            run.run_id, sampling_interval=system_metrics_interval, tracking_uri=uri
-        )
+        every = system_metrics_interval
+        run.monitor = SystemMetricsMonitor(run.run_id, sampling_interval=every, tracking_uri=uri)
         run.monitor.start()
     try:
         if here.distributed:  # every rank learns the id; rank 0 records the job's shape
@@ -393,7 +392,9 @@ def start_run(
         with sigterm_as_exception(unless_handled=True):
             yield run
     except BaseException as exc:
-        run._ended_by(exc, distributed.peer_failure(exc) if here.distributed else "")
+        with sigterm_deferred():
+            run._ended_by(exc, distributed.peer_failure(exc) if here.distributed else "")
         raise
     finally:
-        run.finish()
+        with sigterm_deferred():  # the run ends with its status, a launcher's SIGTERM or not
+            run.finish()
