@@ -16,7 +16,8 @@ process, the ``Verifier``, starts at a process's first export and serves every l
 study's runs, a sweep worker's trials), so the framework starts once, not once per run. The
 whole export is timed as ``export_wall_s``, a metric of its own, never part of training times.
 
-``python -m mltrack.artifacts`` is the verifier's side: one JSON request per stdin line.
+``python -m mltrack.reload`` is the verifier's side: one JSON request per stdin line. It also
+writes the MLflow model (``save_mlflow_model``): a training process never loads MLflow.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mltrack import pyfunc_model
 from mltrack.precision import COMPUTE_DTYPE
 
 if TYPE_CHECKING:
@@ -77,16 +77,19 @@ class Verifier:
     """
 
     def __init__(self, command: list[str] | None = None) -> None:
-        self.command = command or [sys.executable, "-m", "mltrack.artifacts"]
+        self.command = command or [sys.executable, "-m", "mltrack.reload"]
         self.proc: subprocess.Popen[str] | None = None
         self.stderr: Any = None
 
     def check(self, kind: str, model: Path, work: Path) -> str:
         """Reload ``model`` and write ``reloaded.<format>.npy`` into ``work``; '' or an error."""
+        return self.request({"op": "check", "kind": kind, "model": str(model), "work": str(work)})
+
+    def request(self, request: dict[str, Any]) -> str:
+        """Send one request (``serve`` says which), wait for its reply: '' or an error."""
         if self.proc is None or self.proc.poll() is not None:
             self._start()
         assert self.proc is not None and self.proc.stdin and self.proc.stdout
-        request = {"kind": kind, "model": str(model), "work": str(work)}
         ready: list[Any] = [self.proc.stdout]
         try:
             self.proc.stdin.write(json.dumps(request) + "\n")
@@ -207,45 +210,24 @@ def save_mlflow_model(
     folder: Path, kind: str, probe: np.ndarray, outputs: np.ndarray, packages: list[str]
 ) -> Path:
     """An MLflow pyfunc model in ``folder/model`` (loaded by ``pyfunc_model``), to which the
-    caller adds the format files it reads."""
-    import mlflow
-    from mlflow.models import ModelSignature, infer_signature
-
-    path = folder / "model"
-    signature = infer_signature(probe, outputs)
-    metadata = None
-    accepts = pixels_accepted(kind, probe)
-    if accepts:
-        # MLflow enforces a tensor input's dtype exactly (uint8 is not float32), and images come
-        # as either: the input is described in the model's metadata instead (the model scales
-        # the pixels itself), the output keeps its schema.
-        signature = ModelSignature(outputs=signature.outputs)
-        metadata = {"mltrack.input": accepts}
-    with contextlib.redirect_stdout(sys.stderr):
-        mlflow.pyfunc.save_model(
-            str(path),
-            loader_module=Path(pyfunc_model.__file__).stem,
-            code_paths=[pyfunc_model.__file__],
-            signature=signature,
-            input_example=probe[:EXAMPLE_ROWS],
-            pip_requirements=_pinned("mlflow", "numpy", *packages),
-            metadata=metadata,
-        )
-    (path / pyfunc_model.CONFIG_FILE).write_text(json.dumps({"format": kind}) + "\n")
-    return path
+    caller adds the format files it reads. The verifier process writes it: MLflow is never
+    loaded in a training process. ``RuntimeError`` with the verifier's error if it could not."""
+    np.save(folder / "check" / "example.npy", probe[:EXAMPLE_ROWS])
+    np.save(folder / "check" / "outputs.npy", outputs[:EXAMPLE_ROWS])
+    error = VERIFIER.request(
+        {"op": "save", "kind": kind, "folder": str(folder), "packages": packages}
+    )
+    if error:
+        raise RuntimeError(f"the MLflow model could not be written: {error}")
+    return folder / "model"
 
 
 def _finish(
     run: Run, kind: str, model: Path, expected: np.ndarray, precision: str, register: str
 ) -> bool:
-    """Log the model folder as the run's logged model, verify it, register it if asked to."""
-    from mlflow.models import Model
-
-    meta = Model.load(str(model / "MLmodel"))  # its size counts the files added after saving
-    meta.model_size_bytes = sum(p.stat().st_size for p in model.rglob("*") if p.is_file())
-    meta.save(str(model / "MLmodel"))
-    run.log_model(model, "model")
+    """Verify the model folder, log it as the run's logged model, register it if asked to."""
     ok = verify(run, kind, model, expected, TOLERANCE.get(COMPUTE_DTYPE[precision], 1e-5))
+    run.log_model(model, "model")
     if register:
         run.register_model(register, "model")
     return ok
@@ -333,63 +315,3 @@ def export_torch(run: Run, model: Any, probe: Any, *, precision: str, register: 
         torch.save(probe.cpu(), folder / "check" / "probe.pt")
         (folder / "check" / "device.txt").write_text(str(parameter.device))
         return _finish(run, "torch", path, expected, precision, register)
-
-
-# -- the verifier's side: a process of its own --------------------------------------------------
-def _pyfunc(model: Path, probe: np.ndarray) -> np.ndarray:
-    import mlflow
-
-    return np.asarray(mlflow.pyfunc.load_model(str(model), suppress_warnings=True).predict(probe))
-
-
-def _reload_keras(model: Path, work: Path) -> dict[str, np.ndarray]:
-    import keras
-
-    probe = np.load(work / "probe.npy")
-    net = keras.models.model_from_json((model / "model.json").read_text())
-    net.load_weights(model / "model.weights.h5")
-    outputs = {"keras": _float32(net.predict(probe, verbose=0)), "pyfunc": _pyfunc(model, probe)}
-    keras.backend.clear_session()  # the next request starts from an empty graph
-    return outputs
-
-
-def _reload_torch(model: Path, work: Path) -> dict[str, np.ndarray]:
-    import torch
-
-    device = torch.device((work / "device.txt").read_text())
-    probe = torch.load(work / "probe.pt").to(device)
-    scripted = torch.jit.load(str(model / "model.torchscript.pt"), map_location=device)
-    program = torch.export.load(str(model / "model.pt2")).module()
-    with torch.no_grad():
-        return {
-            "torchscript": scripted(probe).float().cpu().numpy(),
-            "export": program(probe).float().cpu().numpy(),
-            "pyfunc": _pyfunc(model, probe.float().cpu().numpy()),
-        }
-
-
-RELOADERS = {"keras": _reload_keras, "torch": _reload_torch}
-
-
-def serve() -> int:
-    """Answer reload requests until stdin closes; framework output never reaches the replies."""
-    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    sys.stdout = sys.stderr
-    for line in sys.stdin:
-        request = json.loads(line)
-        work = Path(request["work"])
-        try:
-            outputs = RELOADERS[request["kind"]](Path(request["model"]), work)
-            for name, output in outputs.items():
-                np.save(work / f"reloaded.{name}.npy", output)
-            reply: dict[str, str] = {}
-        except Exception as exc:  # reported to the training process as reload_error
-            reply = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
-        replies.write(json.dumps(reply) + "\n")
-        replies.flush()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(serve())

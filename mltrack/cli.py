@@ -54,7 +54,7 @@ def share_runs_view(uri: str, experiment_id: str) -> str:
     """Save the runs-table view and return the query that opens it in the model-training mode."""
     import json
 
-    from mltrack.run import tag_experiment
+    from mltrack.spool import tag_experiment
     from mltrack.warmup import STORES
 
     runs = STORES.client(uri).search_runs([experiment_id], max_results=100)
@@ -165,6 +165,7 @@ def _doctor(args: argparse.Namespace) -> int:
 def _sync(args: argparse.Namespace) -> int:
     """Deliver the journals of runs that ended (or died) before their store took everything."""
     from mltrack import spool
+    from mltrack.courier import Busy
 
     folder = Path(args.spool_dir) if args.spool_dir else spool.spool_dir()
     files = spool.pending(folder)
@@ -177,9 +178,13 @@ def _sync(args: argparse.Namespace) -> int:
                 print(f"{path.name}: left for its process (still running, or on another host)")
                 continue
             done = spool.replay(path)
+        except Busy:
+            print(f"{path.name}: left to the writer (or sync) delivering it now")
+            continue
         except Exception as exc:
             failed += 1
-            refused = records.refusal(exc)
+            state = getattr(exc, "state", "")
+            refused = str(exc) if state in ("refused", "bad") else records.refusal(exc)
             if refused:
                 print(f"{path.name}: {spool.refused_advice(path, refused)}")
                 continue

@@ -104,6 +104,13 @@ class ExperimentConfig:
     tracking_uri: str = field(
         default="", metadata=help_("MLflow store (default: MLFLOW_TRACKING_URI or mlruns/)")
     )
+    offline: bool = field(
+        default=False,
+        metadata=help_(
+            "journal the runs without trying the store; `mltrack sync` delivers them later "
+            "(also MLTRACK_OFFLINE=1)"
+        ),
+    )
     log_every_n_steps: int = field(
         default=0, metadata=help_("also log batch metrics every N steps (0: per epoch only)")
     )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mltrack.process import HEARTBEAT_TAG, HOST_TAG, PID_START_TAG, PID_TAG, is_gone
-from mltrack.run import end_orphan
+from mltrack.spool import end_orphan
 
 DEFAULT_STALE_AFTER_S = 600.0
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from mltrack import distributed, published
+from mltrack import distributed, published, writer
 from mltrack.config import ExperimentConfig, parse_config, quiet_frameworks
 from mltrack.environment import detect_hardware, gpu_energy_mj
 from mltrack.errors import Terminated, UsageError
@@ -33,9 +33,10 @@ from mltrack.process import sigterm_as_exception
 from mltrack.records import REFUSED, refused_line
 from mltrack.report import Result, results_table
 from mltrack.resume import checkpoint_dir
-from mltrack.run import Run, start_run
+from mltrack.run import OFFLINE_ENV, Run, is_offline, start_run
+from mltrack.spool import spool_dir
 from mltrack.uris import resolve_tracking_uri, which_tracking_uri
-from mltrack.warmup import STORES
+from mltrack.warmup import PROBES
 
 C = TypeVar("C", bound=ExperimentConfig)
 D = TypeVar("D", bound="Dataset")
@@ -231,16 +232,30 @@ class Experiment(Generic[C, D]):
                 return self._main(argv)
         return self._main(argv)
 
+    @staticmethod
+    def check_store(uri: str, experiment: str) -> None:
+        """``UsageError`` for a store or experiment that refuses runs (``writer.check``)."""
+        state, reason = writer.check(spool_dir(), resolve_tracking_uri(uri), experiment, 60)
+        if state == "bad":
+            raise UsageError(reason)
+
     def _main(self, argv: Sequence[str] | None = None) -> int:
         try:
             cfg = self.parse(argv)
+            rank_zero = distributed.world().is_rank_zero  # the job's one run is rank 0's
+            if rank_zero:
+                uri = which_tracking_uri(cfg.tracking_uri or None)  # a malformed URI: bad input
+                if cfg.offline:
+                    os.environ[OFFLINE_ENV] = "1"
+                if not is_offline():  # its start-up overlaps the framework's import
+                    writer.start(spool_dir())
             quiet_frameworks(cfg.verbose, self.framework)
-            if distributed.world().is_rank_zero:  # the job's one run is rank 0's
-                # MLflow's import, the store and the probes load on a thread while the data
-                # loads (after the framework's import, which a thread would only slow: warmup).
-                uri = which_tracking_uri(cfg.tracking_uri or None)
-                STORES.begin(uri, cfg.experiment or self.name)
-                STORES.opened(uri)  # a refused store or experiment before any data loads
+            if rank_zero:
+                # The probes run on a thread while the data loads (after the framework's
+                # import, which a thread would only slow: warmup).
+                PROBES.begin()
+                if not is_offline():  # a refused store or experiment before any data loads
+                    self.check_store(uri, cfg.experiment or self.name)
             data = self.load_data(cfg)
         except UsageError as exc:
             print(f"{self.prog}: error: {exc}", file=sys.stderr)

@@ -143,21 +143,91 @@ def next_unit(records: list[Record]) -> list[Record]:
     return unit
 
 
-def refusal(exc: BaseException) -> str:
-    """Why the store refuses a run for good ("" if ``exc`` may pass: an outage, a timeout).
+# How a store answers what cannot pass (``classify``): the run's own record is bad, the run
+# itself is gone or closed to writes, or the credentials are refused; anything else is an
+# outage (connection refused, unknown host, time-out, 5xx, 429, a locked or unreachable database).
+RECORD, RUN, CREDENTIALS, OUTAGE = "record", "run", "credentials", "outage"
+_INACTIVE = "must be in the 'active' state"  # MLflow's answer for a deleted run or experiment
 
-    MLflow answers a run that is deleted, or whose experiment is deleted, with
-    ``INVALID_PARAMETER_VALUE`` "must be in the 'active' state", and a run it does not have
-    with ``RESOURCE_DOES_NOT_EXIST``, from a database store and a server alike: retrying
-    changes neither, restoring the experiment (or run) does.
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """Sort a store's error into (kind, reason): ``RECORD``, ``RUN``, ``CREDENTIALS`` or
+    ``OUTAGE``. The one place every delivery (the writer, ``mltrack sync``) asks.
+
+    - MLflow's REST API and its SQL store raise ``MlflowException`` whose HTTP status
+      (``get_http_status_code``) says which: 401/403 are credentials; 404 with
+      ``RESOURCE_DOES_NOT_EXIST`` and 400 "must be in the 'active' state" are a run (or its
+      experiment) that is gone or deleted; any other 4xx but 408/429 is a refused record (a
+      changed param value, an invalid name or value); 5xx, 408, 429 are outages.
+    - A server that answers a 4xx page that is not MLflow's JSON (a proxy) gets the same
+      sorting by its status; an exception that is not MLflow's (``OSError``, SQLAlchemy's
+      ``OperationalError``, ``requests``' connection errors) is an outage.
     """
-    code = getattr(exc, "error_code", "")
-    message = (str(exc).splitlines() or [""])[0]
-    if code == "RESOURCE_DOES_NOT_EXIST" or (
-        code == "INVALID_PARAMETER_VALUE" and "must be in the 'active' state" in message
-    ):
-        return message[:200]
-    return ""
+    message = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+    status = getattr(exc, "get_http_status_code", None)
+    if status is None:
+        return OUTAGE, message
+    code = int(status())
+    if code in (401, 403):
+        return CREDENTIALS, message
+    if code in (408, 429) or code >= 500 or code < 400:
+        return OUTAGE, message
+    if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST" or _INACTIVE in message:
+        return RUN, message
+    return RECORD, message
+
+
+_OUTAGES = {
+    "Connection refused": "connection refused",
+    "Name or service not known": "unknown host",
+    "Temporary failure in name resolution": "unknown host",
+    "nodename nor servname": "unknown host",
+    "timed out": "timed out",
+    "timeout": "timed out",
+    "error code 5": "the server answered 5xx",
+}
+
+
+def outage_reason(message: str) -> str:
+    """An outage in a few words (``connection refused``, ``unknown host``, ``timed out``)
+    rather than a client library's whole retry report."""
+    for marker, short in _OUTAGES.items():
+        if marker in message:
+            return short
+    return message[:120]
+
+
+def describe(record: Record) -> str:
+    """A record named for a person: ``param hf.learning_rate``, ``metric loss at step 3``."""
+    if isinstance(record, Point):
+        return f"metric {record.key} at step {record.step}"
+    if isinstance(record, Values):
+        return f"{record.kind[:-1]} {', '.join(k for k, _ in record.values)}"
+    if isinstance(record, Artifact):
+        return f"artifact {record.file.rsplit('/', 1)[-1]}"
+    if isinstance(record, Model):
+        return f"model {record.name}"
+    if isinstance(record, Register):
+        return f"registration of {record.artifact_path} as {record.name}"
+    return "dataset inputs"
+
+
+def split(unit: list[Record]) -> list[list[Record]]:
+    """A refused unit in smaller pieces: its records one by one, a params or tags record
+    value by value; one piece when it cannot be split."""
+    if len(unit) > 1:
+        return [[r] for r in unit]
+    head = unit[0]
+    if isinstance(head, Values) and len(head.values) > 1:
+        return [[Values(head.kind, (item,))] for item in head.values]
+    return [unit]
+
+
+def refusal(exc: BaseException) -> str:
+    """Why the store refuses a whole run for good ("" if it does not): the run or its
+    experiment is gone or deleted, or the credentials are refused (``classify``)."""
+    kind, reason = classify(exc)
+    return reason if kind in (RUN, CREDENTIALS) else ""
 
 
 # The runs of this process the store refused for good (run id -> why), in the order they

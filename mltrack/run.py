@@ -19,11 +19,14 @@ A stop decision (``Run.stop``) is not an exception: the framework hooks see ``ru
 and end training after the current step or epoch, the experiment skips export, and the run
 ends with the outcome's status.
 
-Callers only use the verbs of ``Run`` (params, tags, metrics, artifacts, text, figures, stop);
-nothing else touches an ``MlflowClient`` to write. Everything a run logs goes through its
-writer (``mltrack.sink``) and its journal (``mltrack.spool``): no call waits for the store,
-and nothing is lost while the store is away or when the process dies. Values pass through
-``mltrack.limits`` (MLflow's limits, secrets and credentials in URIs redacted).
+Callers only use the verbs of ``Run`` (params, tags, metrics, artifacts, text, figures, stop).
+Everything a run logs goes to its journal (``mltrack.sink``, ``mltrack.spool``), and the writer
+process (``mltrack.writer``) delivers it: this process never imports MLflow nor waits for a
+store, and nothing is lost while the store is away or when the process dies. ``start_run``
+waits only for the writer's first answer (the run made, bad input refused, or the store away:
+then the run's id is its journal key until it reaches the store), and a run's end waits for
+its delivery at most ``END_TIMEOUT_S``. Values pass through ``mltrack.limits`` (MLflow's
+limits, secrets and credentials in URIs redacted).
 """
 
 from __future__ import annotations
@@ -36,32 +39,37 @@ import os
 import sys
 import tempfile
 import threading
-import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mltrack import distributed, limits, records
+from mltrack import distributed, limits, records, writer
 from mltrack.environment import software_tags
 from mltrack.outcomes import STATUS, describe, outcome_of
-from mltrack.process import HEARTBEAT_TAG, process_tags, sigterm_as_exception, sigterm_deferred
-from mltrack.records import Artifact, Inputs, Model, Point, Record, Register, Values, encode
+from mltrack.process import process_tags, sigterm_as_exception, sigterm_deferred
+from mltrack.records import Artifact, Inputs, Model, Point, Register, Values, encode
 from mltrack.sink import Sink
-from mltrack.spool import Journal, spool_dir
+from mltrack.spool import Journal, ack_path, spool_dir
 from mltrack.uris import resolve_tracking_uri
-from mltrack.warmup import STORES, Stores
+from mltrack.warmup import PROBES
 
 log = logging.getLogger(__name__)
 
-# How long a run's end waits for the store to take what is still queued (then: the journal).
+# How long a run's end waits for the writer to deliver what is journaled (it goes on after).
 END_TIMEOUT_S = float(os.environ.get("MLTRACK_END_TIMEOUT_S", "60"))
-HEARTBEAT_INTERVAL_S = 30.0
+# How long a run's start waits for the writer's first answer (its start-up is about 2 s).
+CREATE_TIMEOUT_S = float(os.environ.get("MLTRACK_CREATE_TIMEOUT_S", "60"))
+# ``--offline``: journal without trying the store (``mltrack sync`` delivers later).
+OFFLINE_ENV = "MLTRACK_OFFLINE"
 
 EpochHook = Callable[[int, Mapping[str, float]], None]
 
 
-def _client(tracking_uri: str, stores: Stores | None = None) -> Any:
-    return (stores or STORES).client(tracking_uri)
+def _client(tracking_uri: str) -> Any:
+    from mltrack.warmup import STORES
+
+    return STORES.client(tracking_uri)
 
 
 class Run:
@@ -70,16 +78,20 @@ class Run:
     is_rank_zero = True  # the process that writes (``mltrack.follower``: the other ranks)
 
     @classmethod
-    def attach(cls, run_id: str, tracking_uri: str) -> Run:
+    def attach(cls, run_id: str, tracking_uri: str, experiment_id: str = "") -> Run:
         """A handle on an existing run (a sweep's parent opened by another worker)."""
-        client = _client(tracking_uri)
-        return cls(client, run_id, client.get_run(run_id).info.experiment_id, tracking_uri)
+        run = cls(Journal(spool_dir(), uuid.uuid4().hex, tracking_uri, run_id=run_id))
+        run.experiment_id = experiment_id
+        return run
 
-    def __init__(self, client: Any, run_id: str, experiment_id: str, tracking_uri: str) -> None:
-        self._client = client
-        self.run_id = run_id
-        self.experiment_id = experiment_id
-        self.tracking_uri = tracking_uri
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.key = str(journal.header["key"])  # this process's id of the run
+        # MLflow's id once the writer made the run; the key while the store is away.
+        self.run_id = str(journal.header["run_id"] or self.key)
+        self.experiment_id = ""
+        self.experiment_name = ""
+        self.tracking_uri = str(journal.header["tracking_uri"])
         # How the run ends: decided once, by ``stop`` or by the exception that ended the block;
         # read by the training thread, Keras' batch thread and a sweep's pruner alike.
         self._lock = threading.Lock()
@@ -93,15 +105,8 @@ class Run:
         self.before_finish: list[Callable[[], None]] = []  # e.g. end a child left open
         self.first_epoch = 0  # the epoch training starts at: > 0 for a resumed run
         self.checkpoint = False  # keep a training checkpoint each epoch (mltrack.resume)
-        self.monitor: Any = None  # MLflow's SystemMetricsMonitor, when asked for
-        self.journal = Journal(spool_dir(), run_id, tracking_uri)
-        self.sink = Sink(
-            self._deliver,
-            journal=lambda batch: self.journal.append(encode(r) for r in batch),
-            heartbeat=self._heartbeat,
-            heartbeat_interval_s=HEARTBEAT_INTERVAL_S,
-            refusal=records.refusal,
-        )
+        self.offline = False  # journaled for `mltrack sync`, no writer (``--offline``)
+        self.sink = Sink(lambda batch: self.journal.append(encode(r) for r in batch))
 
     # -- verbs ------------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -236,90 +241,75 @@ class Run:
         return self._outcome != "completed"
 
     def flush(self, timeout_s: float | None = END_TIMEOUT_S) -> bool:
+        """Wait until everything logged so far is journaled (on local disk)."""
         return self.sink.flush(timeout_s)
 
     def finish(self) -> None:
-        """End the run with its outcome's status once the store has everything, else journal it.
-
-        Waits at most ``END_TIMEOUT_S`` (``MLTRACK_END_TIMEOUT_S``) for the store.
-        """
+        """End the run with its outcome's status: journal the end, then wait at most
+        ``END_TIMEOUT_S`` (``MLTRACK_END_TIMEOUT_S``) for the writer to deliver it all. One
+        line says where the run is when it is not in the store by then."""
         for close in self.before_finish:
             close()
+        if self.sink.error:  # the disk refused the journal: what is kept is what the store got
+            self.stop("failed", f"could not journal to {self.journal.path.parent}: "
+                      f"{self.sink.error}")  # fmt: skip
         status = STATUS[self.outcome]
-        if self.monitor is not None:
-            self.monitor.finish()
         self.set_tags({"outcome": self.outcome, **({"error": self.error} if self.error else {})})
-        reason = "the store did not take everything in time"
-        if self.sink.close(END_TIMEOUT_S):
-            try:
-                with limits.redacted_stdout():
-                    self._client.set_terminated(self.run_id, status=status)
-                self.journal.delete()
-                return
-            except Exception as exc:
-                reason = limits.redact_uri(str(exc).splitlines()[0][:200] if str(exc) else "")
-                self.refused = records.refusal(exc)
-        self.refused = self.refused or self.sink.refused
-        try:
-            self.journal.append([{"type": "end", "status": status}])
-        except OSError as exc:
-            log.error("run %s: could not journal its end (%s): it stays RUNNING", self.run_id, exc)
-            return
-        if self.refused:
-            records.REFUSED[self.run_id] = self.refused
-            run, why, path = self.run_id, self.refused, self.journal.path
-            log.error(
-                "run %s: the store refuses it for good (%s); everything it logged is kept in "
-                "%s: restore it in MLflow and run `mltrack sync` (which says how), or drop the "
-                "records with `mltrack sync --discard %s`", run, why, path, run
-            )  # fmt: skip
-            return
-        where = limits.redact_uri(self.tracking_uri)
-        log.error(
-            "run %s could not be ended on %s (%s); everything it logged is in %s: run "
-            "`mltrack sync` when the store is back", self.run_id, where, reason, self.journal.path
-        )  # fmt: skip
+        self._close({"type": "end", "status": status})
 
     def detach(self) -> None:
         """Stop writing to a run without ending it (a sweep's parent, shared with others)."""
-        if self.sink.close(END_TIMEOUT_S):
-            self.journal.delete()
-        else:  # `mltrack sync` delivers the rest and leaves the run's status alone
-            self.journal.append([{"type": "detach"}])
+        self._close({"type": "detach"})
 
-    # -- the writer's side ------------------------------------------------------------------
-    def _deliver(self, unit: list[Record]) -> None:
-        records.deliver(self._client, self.run_id, unit)
+    def _close(self, last: dict[str, str]) -> None:
+        from mltrack.courier import AWAY, BAD, DONE, REFUSED
 
-    def _heartbeat(self) -> None:
-        self._client.set_tag(self.run_id, HEARTBEAT_TAG, str(int(time.time())))
-
-
-def tag_run(tracking_uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
-    """Tag a run this process does not hold open (a sweep marks its best trial's run)."""
-    from mlflow.entities import RunTag
-
-    items = [RunTag(k, v) for k, v in limits.tags(tags).items()]
-    _client(tracking_uri).log_batch(run_id, tags=items)
-
-
-def tag_experiment(tracking_uri: str, experiment_id: str, key: str, value: str) -> None:
-    """Set one experiment tag (``mltrack ui``'s saved runs-table view)."""
-    _client(tracking_uri).set_experiment_tag(experiment_id, key, value)
-
-
-def end_orphan(tracking_uri: str, run_id: str, error: str) -> bool:
-    """End a RUNNING run whose process died (doctor, a sweep's stale trial) as FAILED.
-
-    Returns False, touching nothing, if the run has already left RUNNING.
-    """
-    client = _client(tracking_uri)
-    if client.get_run(run_id).info.status != "RUNNING":
-        return False
-    tag_run(tracking_uri, run_id, {"outcome": "failed", "error": error})
-    with limits.redacted_stdout():
-        client.set_terminated(run_id, STATUS["failed"])
-    return True
+        journaled = self.sink.close(END_TIMEOUT_S)
+        try:
+            self.journal.append([last])
+        except OSError as exc:
+            journaled, why = False, f"{exc.strerror or exc}"
+        else:
+            why = self.sink.error
+        if not journaled:
+            log.error(
+                "run %s: could not journal everything to %s (%s); the store has what the "
+                "writer delivered before", self.run_id, self.journal.path.parent, why
+            )  # fmt: skip
+        if self.offline:
+            where = limits.redact_uri(self.tracking_uri)
+            log.warning("run %s is journaled in %s (offline): `mltrack sync` delivers it to %s",
+                        self.run_id, self.journal.path, where)  # fmt: skip
+            return
+        ack = writer.wait(
+            self.journal.path, (AWAY, REFUSED, BAD), END_TIMEOUT_S, self.journal.lines
+        )
+        self.run_id = str(ack.get("run_id") or self.run_id)
+        state = ack.get("state")
+        if state == DONE:
+            ack_path(self.journal.path).unlink(missing_ok=True)
+            return
+        if state == REFUSED:
+            records.REFUSED[self.run_id] = self.refused = str(ack.get("reason", ""))
+            log.error(
+                "run %s: the store refuses it for good (%s); everything it logged is kept in "
+                "%s: restore it in MLflow and run `mltrack sync` (which says how), or drop the "
+                "records with `mltrack sync --discard %s`", self.run_id, self.refused,
+                self.journal.path, self.run_id,
+            )  # fmt: skip
+            return
+        where = limits.redact_uri(self.tracking_uri)
+        if state == AWAY:
+            log.warning(
+                "run %s is journaled in %s (%s is away: %s); `mltrack sync` delivers it when "
+                "the store is back", self.run_id, self.journal.path, where, ack.get("reason"),
+            )  # fmt: skip
+        else:
+            log.warning(
+                "run %s: the writer is still delivering it to %s after %.0f s and goes on "
+                "after this process ends (journal: %s)", self.run_id, where, END_TIMEOUT_S,
+                self.journal.path,
+            )  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -332,15 +322,18 @@ def start_run(
     tracking_uri: str | None = None,
     parent: Run | None = None,
     system_metrics_interval: float = 0.0,
-    stores: Stores | None = None,
     resume: str = "",
+    offline: bool | None = None,
 ) -> Iterator[Run]:
     """Open a run (a child of ``parent`` if given) and end it with its true status; with
     ``resume``, continue that run (``mltrack.resume``: its epochs go on, ``run.first_epoch``).
 
-    ``system_metrics_interval`` > 0 starts MLflow's own system-metrics monitor for the run
-    (``system/*`` metrics every that many seconds); it stops before the run ends. ``stores``:
-    the registry of clients and probes (``mltrack.warmup``; default: the process's).
+    The run is made by the writer process (``mltrack.writer``); this waits for its first
+    answer only: ``UsageError`` if the store refuses it as bad input (a deleted experiment,
+    credentials refused, a database MLflow will not open), and one line if the store is away
+    (training goes on, journaled). ``offline`` (default: ``MLTRACK_OFFLINE=1``) journals
+    without trying the store. ``system_metrics_interval`` > 0 has the writer run MLflow's
+    system-metrics monitor for the run (``system/*`` metrics every that many seconds).
     """
     here = distributed.world()
     if not here.is_rank_zero:  # the job's run is rank 0's; this rank only learns its id
@@ -349,40 +342,37 @@ def start_run(
         with following(parent) as follower:
             yield follower
         return
-    stores = stores or STORES
     uri = resolve_tracking_uri(tracking_uri or (parent.tracking_uri if parent else None))
-    prepared = stores.tracking(uri, experiment)  # begun while the framework loaded, if at all
-    client = parent._client if parent else stores.client(uri)
-    find = records.get_or_create_experiment
+    offline = is_offline() if offline is None else offline
     first_epoch = 0
     if resume:
         from mltrack import resume as resuming
 
-        experiment_id, first_epoch = resuming.check(client, resume, params or {})
-    else:
-        experiment_id = parent.experiment_id if parent else find(client, experiment, uri)
+        first_epoch = resuming.check(_client(uri), resume, params or {})[1]
     base_tags = {
         **process_tags(),
         "mlflow.source.name": Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python",
         "mlflow.source.type": "LOCAL",
         "mlflow.user": getpass.getuser(),
-        **prepared.tags,
+        **PROBES.tags(),  # begun while the framework loaded, if at all
         **software_tags(),  # now: it reads the CUDA versions of the frameworks loaded by now
     }
-    if parent is not None:
-        base_tags["mlflow.parentRunId"] = parent.run_id
-    if resume:
-        records.reopen(client, resume, limits.tags(base_tags))
-    else:
-        made = client.create_run(experiment_id, run_name=run_name, tags=limits.tags(base_tags))
-    run = Run(client, resume or made.info.run_id, experiment_id, uri)
-    run.first_epoch = first_epoch
-    if system_metrics_interval > 0:
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-        every = system_metrics_interval
-        run.monitor = SystemMetricsMonitor(run.run_id, sampling_interval=every, tracking_uri=uri)
-        run.monitor.start()
+    create: dict[str, Any] = {
+        "type": "create",
+        "experiment": experiment or (parent.experiment_name if parent else ""),
+        "experiment_id": parent.experiment_id if parent else "",
+        "run_name": run_name,
+        "tags": limits.tags(base_tags),
+        "system_metrics_interval": system_metrics_interval,
+        "resume": bool(resume),
+    }
+    if parent is not None:  # its id once the store has it, else its key (the writer resolves)
+        create["parent_run_id" if parent.run_id != parent.key else "parent_key"] = parent.run_id
+    run = Run(Journal(spool_dir(), uuid.uuid4().hex, uri, run_id=resume))
+    run.journal.append([create])
+    run.first_epoch, run.offline = first_epoch, offline
+    run.experiment_name = str(create["experiment"])
+    writer.opened(run, uri, CREATE_TIMEOUT_S)
     try:
         if here.distributed:  # every rank learns the id; rank 0 records the job's shape
             job = distributed.join(run.run_id, run.first_epoch)[1]
@@ -398,3 +388,8 @@ def start_run(
     finally:
         with sigterm_deferred():  # the run ends with its status, a launcher's SIGTERM or not
             run.finish()
+
+
+def is_offline() -> bool:
+    """Whether runs journal without trying the store (``MLTRACK_OFFLINE=1``, ``--offline``)."""
+    return os.environ.get(OFFLINE_ENV, "") == "1"

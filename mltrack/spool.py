@@ -1,18 +1,20 @@
 """A run's journal on local disk, and ``mltrack sync``, which delivers what a journal holds.
 
-Every open run owns one journal: ``<spool dir>/<run_id>-<tag>.jsonl`` (the tag keeps two
-processes that write to one shared run, such as sweep workers and their parent run, apart),
-with copies of artifact files in ``<same name>.files/``. The run's writer appends each record
-(metric points, params, tags, artifacts) before it sends it, each append fsync'd, so a process
-that dies at any moment, the store away or not, leaves everything it logged on disk. A run
-that ended with everything delivered deletes its journal; otherwise it appends an ``end``
-record and ``mltrack sync`` delivers the lot later (a process that only wrote to a run others
-end, a sweep's shared parent, appends ``detach``: delivered, but not ended).
+Every open run owns one journal: ``<spool dir>/<key>-<tag>.jsonl`` (``key``: the run's own id,
+made by the training process; the tag keeps two processes that write to one shared run, such
+as sweep workers and their parent run, apart), with copies of artifact files in ``<same
+name>.files/``. The first line after the header is ``create`` (what the run is: experiment,
+name, tags, parent) unless the run already exists (a resumed run, a sweep's shared parent:
+then the header names its ``run_id``). The run appends each record (metric points, params,
+tags, artifacts) before anything else sees it, each append fsync'd, so a process that dies at
+any moment leaves everything it logged on disk; it ends with an ``end`` record (a process that
+only wrote to a run others end, a sweep's shared parent, appends ``detach``).
 
-Replaying delivers each record with the live run's own delivery (``mltrack.records``), so it is
-idempotent as that is, and ending an ended run sets the same status. Only a replay that
-delivered everything deletes the journal; a torn last line (a crash mid-append) is set aside in
-``<journal>.torn`` and never blocks the rest.
+The writer process (``mltrack.writer``, ``mltrack.courier``) delivers the journal as it grows
+and deletes it once the run ended; ``mltrack sync`` delivers what a writer could not (the
+store was away when the process ended), with the same courier: a journal is held by one of
+them at a time (``flock``), each line is delivered once, a torn last line (a crash
+mid-append) is set aside in ``<journal>.torn`` and never blocks the rest.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from mltrack import process, records
-from mltrack.limits import redacted_stdout, tags
-from mltrack.warmup import STORES
+from mltrack.limits import redacted_stdout
+from mltrack.limits import tags as limit_tags
+from mltrack.outcomes import STATUS
 
 
 def spool_dir() -> Path:
@@ -39,11 +42,14 @@ def spool_dir() -> Path:
 class Journal:
     """One run's journal file (and its folder of artifact copies), owned by one ``Run``."""
 
-    def __init__(self, folder: Path, run_id: str, tracking_uri: str) -> None:
-        self.path = folder / f"{run_id}-{uuid.uuid4().hex[:8]}.jsonl"
+    def __init__(self, folder: Path, key: str, tracking_uri: str, run_id: str = "") -> None:
+        self.path = folder / f"{key}-{uuid.uuid4().hex[:8]}.jsonl"
         self.files = self.path.with_suffix(".files")
+        self.lines = 0  # lines appended after the header
         # The header says whose journal this is, so `mltrack sync` never replays a live one.
-        self.header = {"run_id": run_id, "tracking_uri": tracking_uri, **process.identity()}
+        self.header = {
+            "key": key, "run_id": run_id, "tracking_uri": tracking_uri, **process.identity()
+        }  # fmt: skip
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -61,6 +67,7 @@ class Journal:
             handle.write("\n".join(lines) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+        self.lines += len(lines)
 
     def keep_file(self, source: Path, artifact_path: str | None) -> Path:
         """A durable copy of an artifact file, which the caller may delete once we return."""
@@ -83,8 +90,7 @@ class Journal:
         return target
 
     def delete(self) -> None:
-        self.path.unlink(missing_ok=True)
-        shutil.rmtree(self.files, ignore_errors=True)
+        discard(self.path)
 
 
 def read(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
@@ -118,85 +124,87 @@ class Replayed:
     artifacts: int = 0
     ended: str = ""  # the status the run was ended with here, if any
     torn: str = ""  # where the lines that were not records were set aside
+    set_aside: int = 0  # records the store refused, kept in <spool>/refused/
 
 
-def replay(path: Path, client: Any = None) -> Replayed:
-    """Deliver a journal to its store, then delete it; raise (keeping it) if the store is away.
-
-    Records go through the same ``records.deliver`` as a live run's, in the order journaled.
-    Lines that are not JSON (a torn tail) are written to ``<journal>.torn`` beside it and the
-    rest is delivered. A journal with no ``end`` record whose process is gone belonged to a run
-    that died (SIGKILL, OOM killer): it is ended FAILED with the reason, unless the store
-    already shows it ended (``mltrack doctor`` got there first).
+def replay(path: Path, stores: Any = None) -> Replayed:
+    """Deliver a journal to its store (``mltrack.courier``, as the writer would), deleting it
+    once delivered; raise the store's error, keeping what is left, if the store is away or
+    refuses the run. A journal with no ``end`` record whose process is gone belonged to a run
+    that died (SIGKILL, OOM killer): it is ended KILLED with the reason, unless the store
+    already shows it ended (``mltrack doctor`` got there first). ``Busy`` (``courier``) if a
+    writer or another sync holds it.
     """
-    from mlflow.entities import RunTag
+    from mltrack.courier import AWAY, BAD, DONE, REFUSED, Courier
+    from mltrack.warmup import STORES
 
-    header, lines, torn = read(path)
-    client = client or STORES.client(header["tracking_uri"])
-    run_id = header["run_id"]
-    done = Replayed()
-    queue: list[records.Record] = []
-    for line in lines:
-        if line["type"] not in records.CONTROL:
-            queue.append(records.decode(line))
-        elif line.get("tags"):  # version 1 kept the end's tags in its record
-            queue.append(records.Values("tags", tuple(line["tags"].items())))
-    params: set[str] = set()
-    tag_keys: set[str] = set()
-    while queue:
-        unit = records.next_unit(queue)
-        records.deliver(client, run_id, unit)
-        del queue[: len(unit)]
-        for record in unit:
-            if isinstance(record, records.Point):
-                done.metrics += 1
-            elif isinstance(record, records.Values):
-                (params if record.kind == "params" else tag_keys).update(
-                    k for k, _ in record.values
-                )
-            elif isinstance(record, records.Artifact):
-                done.artifacts += 1
-    done.params, done.tags = len(params), len(tag_keys)
-    ends = [line for line in lines if line["type"] in records.CONTROL]
-    if ends:
-        done.ended = ends[-1].get("status") or ""
-    elif client.get_run(run_id).info.status == "RUNNING":
-        reason = (
-            f"process {header.get('pid')} on {header.get('host')} ended without ending the "
-            "run; ended by mltrack sync"
-        )
-        client.log_batch(
-            run_id,
-            tags=[RunTag(k, v) for k, v in tags({"outcome": "failed", "error": reason}).items()],
-        )
-        done.ended = "FAILED"
-    if done.ended:
-        with redacted_stdout():
-            client.set_terminated(run_id, status=done.ended)
-    if torn:
-        aside = path.with_suffix(".torn")
-        aside.write_text("\n".join(torn) + "\n")
-        done.torn = str(aside)
-    path.unlink()
-    shutil.rmtree(path.with_suffix(".files"), ignore_errors=True)
+    courier = Courier(path, stores or STORES)
+    courier.owner_gone = True  # what it holds is all there will be (``ready_to_replay``)
+    try:
+        while not courier.finished and courier.step():
+            pass
+    finally:
+        courier.release()
+    if courier.state in (AWAY, BAD, REFUSED):
+        raise Undelivered(courier.state, courier.reason)
+    if courier.state != DONE and courier.lines:
+        raise Undelivered(AWAY, "its parent run is not in the store yet")
+    counts = courier.counts
+    done = Replayed(counts["metrics"], counts["params"], counts["tags"], counts["artifacts"])
+    done.ended, done.set_aside = courier.ended, courier.set_aside
+    if courier.state == DONE:
+        ack_path(path).unlink(missing_ok=True)
+    if courier.torn:
+        done.torn = str(path.with_suffix(".torn"))
     return done
 
 
+class Undelivered(Exception):
+    """What a replay could not deliver: ``state`` (``away``, ``refused``, ``bad``) and why."""
+
+    def __init__(self, state: str, reason: str) -> None:
+        super().__init__(reason)
+        self.state = state
+
+
+def ack_path(journal: Path) -> Path:
+    """Where the writer says how far a journal got (``mltrack.courier``)."""
+    return journal.with_suffix(".ack")
+
+
+def read_ack(journal: Path) -> dict[str, Any]:
+    """The writer's last word on ``journal``: run id, lines delivered, state ({} if none)."""
+    try:
+        found = json.loads(ack_path(journal).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def run_of(path: Path) -> str:
-    """The id of the run a journal belongs to (its header's)."""
-    return str(read(path)[0]["run_id"])
+    """The id of the run a journal belongs to (its header's or, once the writer made the run,
+    its ack's; the journal's key while the run is not yet in the store)."""
+    header = read(path)[0]
+    return str(header["run_id"] or _ack_run_id(path) or header.get("key", ""))
+
+
+def _ack_run_id(path: Path) -> str:
+    return str(read_ack(path).get("run_id") or "")
 
 
 def discard(path: Path) -> None:
     """Delete a journal and its artifact copies, undelivered records included."""
     path.unlink(missing_ok=True)
+    ack_path(path).unlink(missing_ok=True)
     shutil.rmtree(path.with_suffix(".files"), ignore_errors=True)
 
 
 def refused_advice(path: Path, refused: str) -> str:
     """What to do with a journal whose run the store refuses for good (``records.refusal``)."""
+    from mltrack.warmup import STORES
+
     header = read(path)[0]
-    run_id = header["run_id"]
+    run_id = header["run_id"] or _ack_run_id(path)
     client = STORES.client(header["tracking_uri"])
     try:
         run = client.get_run(run_id)
@@ -233,3 +241,37 @@ def ready_to_replay(path: Path) -> bool:
         )
         is True
     )
+
+
+# -- writing to runs no process holds open (sweeps, doctor, mltrack ui) ------------------------
+def tag_run(tracking_uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
+    """Tag a run this process does not hold open (a sweep marks its best trial's run)."""
+    from mlflow.entities import RunTag
+
+    from mltrack.warmup import STORES
+
+    items = [RunTag(k, v) for k, v in limit_tags(tags).items()]
+    STORES.client(tracking_uri).log_batch(run_id, tags=items)
+
+
+def tag_experiment(tracking_uri: str, experiment_id: str, key: str, value: str) -> None:
+    """Set one experiment tag (``mltrack ui``'s saved runs-table view)."""
+    from mltrack.warmup import STORES
+
+    STORES.client(tracking_uri).set_experiment_tag(experiment_id, key, value)
+
+
+def end_orphan(tracking_uri: str, run_id: str, error: str) -> bool:
+    """End a RUNNING run whose process died (doctor, a sweep's stale trial) as FAILED.
+
+    Returns False, touching nothing, if the run has already left RUNNING.
+    """
+    from mltrack.warmup import STORES
+
+    client = STORES.client(tracking_uri)
+    if client.get_run(run_id).info.status != "RUNNING":
+        return False
+    tag_run(tracking_uri, run_id, {"outcome": "failed", "error": error})
+    with redacted_stdout():
+        client.set_terminated(run_id, STATUS["failed"])
+    return True

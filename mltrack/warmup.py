@@ -1,29 +1,23 @@
-"""Start-up work that needs neither the framework nor the data, done while they load.
+"""Start-up work a run needs, done while the framework and the data load; the stores' clients.
 
-A tracked run's fixed cost is MLflow's import (about 1.5 s here), opening the store (its first
-query; creating a new sqlite store's tables takes 2 s more) and the probes that tag every run
-(hardware, the CPU's physical bound, git). None of it needs TensorFlow, torch or the
-data, so ``Experiment.main`` calls ``Stores.begin`` once the framework is imported and the work
-runs on a thread. The main thread waits for its first part, the store (``Stores.opened``), so a
-deleted experiment or an unreachable store is reported before any data loads; the probes then
-run while the data loads, and ``start_run`` takes the result with ``Stores.tracking`` (which
-does the work itself if nothing was begun, as for runs from code). Measured (2 cores): beside
-Keras' import the thread cost 0.8 s more than importing one after the other (two Python-heavy
-imports fight over the GIL and the import locks), so it does not start earlier.
+A training process talks to no store (``mltrack.writer`` does). What it still pays before its
+first step is the probes that tag every run (hardware, the CPU's physical bound, git): none of
+it needs TensorFlow, torch or the data, so ``Experiment.main`` calls ``PROBES.begin()`` once
+the framework is imported and they run on a thread while the data loads; ``start_run`` takes
+the result with ``PROBES.tags()`` (which probes itself if nothing was begun, as for runs from
+code). Measured (2 cores): beside Keras' import such a thread cost 0.8 s more than importing
+one after the other (two Python-heavy imports fight over the GIL and the import locks), so it
+does not start earlier.
 
-Nothing is written here: an existing store is opened, a new one is left for ``start_run`` to
-create, with the experiment and the run, once the data loaded, so bad input leaves nothing.
-
-The result is kept per tracking URI in a ``Stores`` registry, the process's ``STORES`` unless a
-caller passes its own: a study's runs, a sweep worker's trials and compare's report run share
-one client and one set of probes.
+``Stores`` keeps one ``MlflowClient`` per tracking URI for the processes that do talk to MLflow
+(the writer, ``mltrack sync``, sweeps, compare, ``mltrack ui``): the process's ``STORES`` unless
+a caller passes its own.
 """
 
 from __future__ import annotations
 
 import atexit
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from mltrack.creation import open_once
@@ -32,26 +26,15 @@ from mltrack.environment import detect_hardware, git_tags, hardware_tags
 from mltrack.errors import bad_value
 from mltrack.uris import is_database, sqlite_path
 
-
-@dataclass(frozen=True)
-class Tracking:
-    tags: dict[str, str]  # hardware, its bound and git: the same for every run of a process
-
-
 EXIT_WAIT_S = 10.0
 
 
 class Stores:
-    """The clients and probe results of the stores one process talks to: one ``MlflowClient``
-    per tracking URI (creating one costs 0.1 s), and each store's ``Tracking`` prepared once,
-    on a thread (``begin``) or on first use (``tracking``). The process has one, ``STORES``;
-    ``start_run``, ``mltrack sync``, sweeps and ``mltrack ui`` take it as an argument (a test
-    passes its own)."""
+    """The ``MlflowClient`` of each tracking URI a process talks to, made once (creating one
+    costs 0.1 s; a database store's is opened under ``creation.open_once``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._ready: dict[str, Tracking] = {}
-        self._pending: dict[str, _Pending] = {}
         self._clients: dict[str, Any] = {}
 
     def client(self, tracking_uri: str) -> Any:
@@ -71,85 +54,47 @@ class Stores:
 
     def open_existing(self, tracking_uri: str, experiment: str) -> None:
         """Open an existing store and check the experiment can take runs. A new embedded
-        store is left to start_run, which creates it once the data loaded: a command that
-        fails on bad input leaves no store behind."""
+        store is left to the first run, which creates it: a command that fails on bad input
+        leaves no store behind."""
         db = sqlite_path(tracking_uri)
         if db is None or db.exists():
             check_experiment(self.client(tracking_uri), experiment or "Default")
         else:
             import mlflow  # noqa: F401 - the import is most of the cost
 
-    def _probe(self) -> Tracking:
-        hardware = detect_hardware()
-        return Tracking({**hardware_tags(hardware), **bound_tags(hardware), **git_tags()})
 
-    def begin(self, tracking_uri: str, experiment: str = "") -> None:
-        """Start preparing ``tracking_uri`` on a background thread (once per URI): first the
-        store (``opened`` waits for that part), then the probes."""
-        with self._lock:
-            if tracking_uri in self._ready or tracking_uri in self._pending:
-                return
-            pending = _Pending()
-
-            def work() -> None:
-                try:
-                    self.open_existing(tracking_uri, experiment)
-                except BaseException as exc:  # handed to the main thread by opened/tracking
-                    pending.error = exc
-                    return
-                finally:
-                    pending.opened.set()
-                try:
-                    pending.result = self._probe()
-                except BaseException as exc:
-                    pending.error = exc
-
-            pending.thread = threading.Thread(target=work, name="mltrack-warmup", daemon=True)
-            self._pending[tracking_uri] = pending
-            pending.thread.start()
-            # A process that ends early (bad input) lets the thread finish its reads; a store
-            # that does not answer does not hold the exit up for long.
-            atexit.register(pending.thread.join, EXIT_WAIT_S)
-
-    def opened(self, tracking_uri: str) -> None:
-        """Wait until ``begin``'s thread has opened the store; raise what opening raised (a
-        deleted experiment, an unreachable store) in the caller's thread. Returns at once if
-        nothing was begun."""
-        with self._lock:
-            pending = self._pending.get(tracking_uri)
-        if pending is not None:
-            pending.opened.wait()
-            if pending.error is not None:
-                raise pending.error
-
-    def tracking(self, tracking_uri: str, experiment: str = "") -> Tracking:
-        """The probes' tags for ``tracking_uri`` (its client, opened, is ``client``'s); raises
-        what preparing it raised (an unreachable store, a bad URI) in the caller's thread."""
-        with self._lock:
-            if tracking_uri in self._ready:
-                return self._ready[tracking_uri]
-            pending = self._pending.pop(tracking_uri, None)
-        if pending is None:
-            self.open_existing(tracking_uri, experiment)
-            prepared = self._probe()
-        else:
-            pending.thread.join()
-            if pending.error is not None:
-                raise pending.error
-            assert pending.result is not None
-            prepared = pending.result
-        with self._lock:
-            return self._ready.setdefault(tracking_uri, prepared)
-
-
-class _Pending:
-    """A ``begin`` in progress: its thread, whether the store is open, its result or error."""
+class Probes:
+    """The tags every run of this process carries (hardware, its bound, git), probed once:
+    on a thread (``begin``) or on first use (``tags``)."""
 
     def __init__(self) -> None:
-        self.thread = threading.Thread()
-        self.opened = threading.Event()
-        self.error: BaseException | None = None
-        self.result: Tracking | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._tags: dict[str, str] | None = None
+        self._error: BaseException | None = None
+
+    def _probe(self) -> None:
+        try:
+            hardware = detect_hardware()
+            self._tags = {**hardware_tags(hardware), **bound_tags(hardware), **git_tags()}
+        except BaseException as exc:  # handed to the caller of ``tags``
+            self._error = exc
+
+    def begin(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._tags is not None:
+                return
+            self._thread = threading.Thread(target=self._probe, name="mltrack-probes", daemon=True)
+            self._thread.start()
+            atexit.register(self._thread.join, EXIT_WAIT_S)
+
+    def tags(self) -> dict[str, str]:
+        self.begin()
+        assert self._thread is not None
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return dict(self._tags or {})
 
 
 def check_experiment(client: Any, name: str) -> None:
@@ -171,3 +116,4 @@ def refuse_deleted(found: Any) -> None:
 
 
 STORES = Stores()  # this process's
+PROBES = Probes()

@@ -25,6 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(tempfile.gettempdir()) / "mltrack-test-cache"
 os.environ["MLTRACK_CACHE_DIR"] = str(CACHE)
 
+# Runs opened in the pytest process itself are delivered by a writer on a thread of it (the
+# same couriers as the writer process's), not one process per test's spool folder; the modules
+# run as commands (``run_module``) start the real writer process, as users' do.
+from mltrack import writer  # noqa: E402
+
+writer.embed()
+
 
 @pytest.hookimpl(trylast=True)  # after `-m` has deselected what this process will not run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -290,3 +297,12 @@ def verified_children(client, precisions: set[str]) -> dict[str, Any]:
         assert run.data.tags["reload_ok"] == "true", (precision, run.data.tags)
         assert run.data.metrics["export_wall_s"] > 0
     return ran
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, every_s: float = 0.1) -> None:
+    """Wait until ``condition()`` holds; AssertionError naming it after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s} s: {condition}")
+        time.sleep(every_s)

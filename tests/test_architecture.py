@@ -15,7 +15,7 @@ WRITES = re.compile(
     r"start_run|create_registered_model|create_model_version|register_model|create_logged_model|"
     r"log_model_artifacts|finalize_logged_model|log_outputs)\("
 )
-OWNERS = {"mltrack/run.py", "mltrack/spool.py", "mltrack/records.py"}
+OWNERS = {"mltrack/courier.py", "mltrack/spool.py", "mltrack/records.py"}
 
 
 def sources(*folders: str) -> list[Path]:

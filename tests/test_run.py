@@ -230,7 +230,7 @@ def test_datasets_are_mlflow_dataset_inputs_with_digest_and_context(store, clien
     # The journal carries them too: a replay (mltrack sync) logs the same inputs.
     with start_run("exp", tracking_uri=store) as other:
         pass
-    journal = Journal(tmp_path, other.run_id, store)
+    journal = Journal(tmp_path, "k1", store, run_id=other.run_id)
     _, training = data.mlflow_inputs()[0]
     journal.append(
         [{"type": "inputs", "datasets": [{"context": "training", **training.to_dict()}]}]
@@ -272,18 +272,6 @@ def test_the_first_stop_decision_stands_whichever_thread_makes_it(store, client)
     [r] = all_runs(client, "stops")
     assert r.data.tags["outcome"] == outcome
     assert r.data.tags[f"{outcome}_step"] == details[f"{outcome}_step"]
-
-
-def test_a_run_takes_the_clients_and_probes_of_the_registry_it_is_given(store, client):
-    """Issue 20: no process-wide state reached into; the registry is an argument."""
-    from mltrack.warmup import STORES, Stores
-
-    mine = Stores()
-    with start_run("registry", tracking_uri=store, stores=mine) as run:
-        assert run._client is mine.client(store) and run._client is not STORES.client(store)
-        tags = mine.tracking(store).tags
-    [r] = all_runs(client, "registry")
-    assert r.data.tags["hw.fingerprint"] == tags["hw.fingerprint"]
 
 
 @pytest.mark.parametrize("char", [chr(c) for c in range(33, 127)])

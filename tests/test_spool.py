@@ -1,8 +1,10 @@
 """No lost data: each run's journal, its idempotent replay, and ``mltrack sync``.
 
-The store is a real sqlite MLflow store; where a test needs it "away" for a moment it makes
-the run's client fail (unit tests may fake). The same faults against a real tracking server
-and real processes are in tests/test_server.py.
+The store is a real sqlite MLflow store, delivered by the writer on a thread of the test
+process (``writer.embed``); where a test needs the store "away" for a moment it makes the
+writer's client fail (unit tests may fake). The same faults against a real tracking server,
+the writer process and real training processes are in tests/test_server.py and
+tests/test_writer.py.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import pytest
 from mltrack import cli, spool
 from mltrack.run import start_run
 from mltrack.spool import Journal
-from tests.conftest import all_runs
+from mltrack.warmup import STORES
+from tests.conftest import all_runs, wait_for
 
 
 @pytest.fixture
@@ -37,8 +40,8 @@ def test_a_run_journals_what_it_logs_and_drops_the_journal_once_delivered(store,
         run.set_tags({"phase": "a"})
         assert run.flush(10)
         header, records, _ = spool.read(run.journal.path)
-        assert header["run_id"] == run.run_id and header["pid"] > 0
-        assert [r["type"] for r in records] == ["params", "metric", "tags"]
+        assert header["key"] == run.key and header["pid"] > 0
+        assert [r["type"] for r in records] == ["create", "params", "metric", "tags"]
     assert not list(spool_dir.glob("*"))  # everything arrived: nothing left behind
     [r] = all_runs(client, "j")
     assert r.info.status == "FINISHED" and r.data.tags["phase"] == "a"
@@ -53,12 +56,13 @@ def test_tags_and_artifacts_logged_while_away_survive_the_points_arriving(
     model = tmp_path / "model.json"
     model.write_text("{}")
     with start_run("away", tracking_uri=store) as run:
-        monkeypatch.setattr(run._client, "log_artifact", refused)
+        monkeypatch.setattr(STORES.client(store), "log_artifact", refused)
         run.end_epoch(0, {"loss": 1.0})
         run.log_artifact(model, "model")
         run.set_tags({"reload_ok": "true"})
         model.unlink()  # the caller's temporary file is gone; the journal kept a copy
-        assert not run.flush(0.5)  # stuck at the artifact, the tag waits behind it
+        wait_for(lambda: spool.read_ack(run.journal.path).get("state") == "away", 10)
+        assert "reload_ok" not in client.get_run(run.run_id).data.tags  # waits behind it
         monkeypatch.undo()
     r = client.get_run(run.run_id)
     assert r.info.status == "FINISHED" and r.data.tags["reload_ok"] == "true"
@@ -66,29 +70,27 @@ def test_tags_and_artifacts_logged_while_away_survive_the_points_arriving(
     assert not list(spool_dir.glob("*"))
 
 
-def test_still_away_at_the_end_leaves_the_run_to_mltrack_sync(
+def test_still_away_at_the_end_returns_and_the_writer_delivers_when_the_store_is_back(
     store, client, spool_dir, tmp_path, monkeypatch
 ):
     monkeypatch.setattr("mltrack.run.END_TIMEOUT_S", 0.5)
     model = tmp_path / "model.json"
     model.write_text("{}")
     with start_run("away", tracking_uri=store) as run:
-        monkeypatch.setattr(run._client, "log_artifact", refused)
+        monkeypatch.setattr(STORES.client(store), "log_artifact", refused)
         run.end_epoch(0, {"loss": 1.0})
         run.log_artifact(model, "model")
         run.set_tags({"reload_ok": "true"})
-    assert client.get_run(run.run_id).info.status == "RUNNING"  # waits for sync
+    assert client.get_run(run.run_id).info.status == "RUNNING"  # returned, journaled
     _, records, _ = spool.read(run.journal.path)
     assert records[-1] == {"type": "end", "status": "FINISHED"}
     monkeypatch.undo()
-    monkeypatch.setenv("MLTRACK_SPOOL_DIR", str(spool_dir))
-    assert cli.main(["sync"]) == 0
+    wait_for(lambda: client.get_run(run.run_id).info.status == "FINISHED", 60)
     r = client.get_run(run.run_id)
-    assert r.info.status == "FINISHED"
     assert r.data.tags["reload_ok"] == "true" and r.data.tags["outcome"] == "completed"
     assert [a.path for a in client.list_artifacts(run.run_id, "model")] == ["model/model.json"]
     assert [m.step for m in client.get_metric_history(run.run_id, "loss")] == [0]
-    assert not list(spool_dir.glob("*"))
+    wait_for(lambda: not run.journal.exists(), 10)
 
 
 def test_replay_twice_counts_each_point_once_and_ends_the_run(store, client, tmp_path):
@@ -96,7 +98,7 @@ def test_replay_twice_counts_each_point_once_and_ends_the_run(store, client, tmp
         run.end_epoch(0, {"loss": 3.0})
     run_id = run.run_id
     client.set_terminated(run_id, "RUNNING")  # as if the end never reached the store
-    journal = Journal(tmp_path, run_id, store)
+    journal = Journal(tmp_path, "k1", store, run_id=run_id)
     records = [
         {"type": "metric", "key": "loss", "value": v, "step": s, "timestamp_ms": 1000 + s}
         for s, v in ((1, 2.0), (2, 1.0))
@@ -124,16 +126,16 @@ def test_sync_ends_the_run_of_a_dead_process_and_leaves_a_live_one_alone(store, 
     # A journal as a SIGKILLed process leaves it: its records, no end.
     command = [sys.executable, "-c", "import os; print(os.getpid())"]
     gone = subprocess.run(command, text=True, capture_output=True, check=True)
-    journal = Journal(spool_dir, run.run_id, store)
+    journal = Journal(spool_dir, "k1", store, run_id=run.run_id)
     journal.header.update(pid=int(gone.stdout), pid_start=1.0)
     point = {"type": "metric", "key": "loss", "value": 0.5, "step": 1, "timestamp_ms": 5}
     journal.append([point])
-    mine = Journal(spool_dir, run.run_id, store)  # this (live) process's journal
+    mine = Journal(spool_dir, "k2", store, run_id=run.run_id)  # this (live) process's
     mine.append([{**point, "step": 2}])
     assert cli.main(["sync"]) == 0
     r = client.get_run(run.run_id)
-    assert r.info.status == "FAILED" and r.data.tags["outcome"] == "failed"
-    assert "ended without ending the run" in r.data.tags["error"]
+    assert r.info.status == "KILLED" and r.data.tags["outcome"] == "killed"
+    assert "ended without ending its run" in r.data.tags["error"]
     assert sorted(m.step for m in client.get_metric_history(run.run_id, "loss")) == [0, 1]
     assert not journal.exists() and mine.exists()
 
@@ -162,7 +164,7 @@ def test_a_torn_last_line_is_set_aside_and_the_rest_delivered(store, client, spo
     for cut in ('{"type": "metric", "key": "loss", "val', '{"type": "tags", "values": {"a'):
         torn = kept.with_name(f"torn-{len(cut)}.jsonl")
         torn.write_text(kept.read_text() + cut)  # no newline: the append never finished
-        done = spool.replay(torn, client)
+        done = spool.replay(torn)
         assert done.metrics == 3 and not torn.exists()  # loss × 2 and epoch 1's loss_change
         assert Path(done.torn).read_text().strip() == cut
     assert cli.main(["sync", "--spool-dir", str(spool_dir)]) == 0  # nothing blocked

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import warnings
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,16 +37,49 @@ def fingerprint(*arrays: np.ndarray) -> str:
     return digest.hexdigest()[:12]
 
 
-def dataset_source(source: str) -> Any:
-    """Where a dataset came from, as MLflow records it: a path or URL, else a description."""
-    from mlflow.data.code_dataset_source import CodeDatasetSource
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset as MLflow records a run's input: the fields of ``mlflow.data.Dataset.to_dict()``
+    (name, digest, source type, source, and for arrays their tensor schema and profile), made
+    without importing MLflow (the writer makes the MLflow entity). ``tests/test_data.py`` checks
+    them against ``mlflow.data.from_numpy`` and ``MetaDataset``."""
 
+    name: str
+    digest: str
+    source: str  # where it came from: a path, a URL, else a description
+    arrays: tuple[np.ndarray, np.ndarray] | None = None  # features, targets
+
+    def to_dict(self) -> dict[str, str]:
+        source_type, source = _source(self.source)
+        fields = {"name": self.name, "digest": self.digest, "source": source}
+        fields["source_type"] = source_type
+        if self.arrays is not None:
+            features, targets = self.arrays
+            spec = {name: json.dumps([_tensor_spec(a)]) for name, a in
+                    (("features", features), ("targets", targets))}  # fmt: skip
+            fields["schema"] = json.dumps({"mlflow_tensorspec": spec})
+            fields["profile"] = json.dumps({
+                f"{name}_{what}": value
+                for name, array in (("features", features), ("targets", targets))
+                for what, value in (("shape", list(array.shape)), ("size", int(array.size)),
+                                    ("nbytes", int(array.nbytes)))
+            })  # fmt: skip
+        return fields
+
+
+def _tensor_spec(array: np.ndarray) -> dict[str, Any]:
+    return {"type": "tensor", "tensor-spec": {"dtype": str(array.dtype),
+                                              "shape": [-1, *array.shape[1:]]}}  # fmt: skip
+
+
+def _source(source: str) -> tuple[str, str]:
+    """MLflow's source type and JSON for a path, a URL or a description (as
+    ``resolve_dataset_source`` and ``CodeDatasetSource`` give them)."""
+    if source.startswith(("http://", "https://")):
+        return "http", json.dumps({"url": source})
     if "://" in source or Path(source).exists():
-        with warnings.catch_warnings():  # "can be interpreted in multiple ways": all local
-            warnings.simplefilter("ignore")
-            return resolve_dataset_source(source)
-    return CodeDatasetSource({"origin": source})
+        return "local", json.dumps({"uri": source})
+    return "code", json.dumps({"tags": {"origin": source}})
 
 
 @dataclass
@@ -72,20 +105,8 @@ class ArrayDataset:
     def mlflow_inputs(self) -> list[tuple[str, Any]]:
         """The training and evaluation splits as MLflow datasets (name, digest, source,
         schema, profile), each with its context; the digest is the split's content hash."""
-        import mlflow.data
-
-        source = dataset_source(self.source)
         return [
-            (
-                context,
-                mlflow.data.from_numpy(
-                    x,
-                    targets=y,
-                    source=source,
-                    name=f"{self.name}-{split}",
-                    digest=fingerprint(x, y),
-                ),
-            )
+            (context, DatasetInfo(f"{self.name}-{split}", fingerprint(x, y), self.source, (x, y)))
             for context, split, x, y in (
                 ("training", "train", self.x_train, self.y_train),
                 ("evaluation", "test", self.x_test, self.y_test),

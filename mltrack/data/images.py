@@ -109,18 +109,13 @@ class ImageFolder:
 
     def mlflow_inputs(self) -> list[tuple[str, Any]]:
         """The train and test folders as MLflow datasets (source: the folder)."""
-        from mlflow.data.meta_dataset import MetaDataset
+        from mltrack.data.core import DatasetInfo
 
-        from mltrack.data.core import dataset_source
-
-        digest = self.digest
         return [
             (
                 context,
-                MetaDataset(
-                    dataset_source(str(self.root / split)),
-                    f"{self.name}-{split}",
-                    f"{digest}-{split}",
+                DatasetInfo(
+                    f"{self.name}-{split}", f"{self.digest}-{split}", str(self.root / split)
                 ),
             )
             for context, split in (("training", "train"), ("evaluation", "test"))

@@ -12,7 +12,8 @@ from typing import Any
 from mltrack.creation import creation_lock
 from mltrack.errors import UsageError
 from mltrack.limits import redact_uri
-from mltrack.run import Run, start_run, tag_run
+from mltrack.run import Run, start_run
+from mltrack.spool import tag_run
 from mltrack.warmup import STORES
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ def shared_parent(
         if not existing:
             yield run
             return
-    run = Run.attach(existing, tracking_uri)
+    experiment_id = STORES.client(tracking_uri).get_run(existing).info.experiment_id
+    run = Run.attach(existing, tracking_uri, experiment_id)
     try:
         yield run
     except BaseException:

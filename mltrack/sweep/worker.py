@@ -18,7 +18,8 @@ from mltrack.experiment import mltrack_command
 from mltrack.limits import redact_uri
 from mltrack.outcomes import describe, outcome_of
 from mltrack.precision import resolve
-from mltrack.run import Run, end_orphan
+from mltrack.run import Run
+from mltrack.spool import end_orphan
 from mltrack.sweep import launch
 from mltrack.sweep.args import SweepArgs, load_experiment
 from mltrack.sweep.parent import log_importances, log_plots, mark_best, shared_parent

@@ -1,0 +1,358 @@
+"""The writer: the process of mltrack's own that talks to MLflow for a training process.
+
+A training process imports no MLflow. Its runs journal what they log (``mltrack.spool``), and
+its writer, ``python -m mltrack.writer``, started with the process's first run and serving all
+its later ones, delivers each journal (``mltrack.courier``): it creates the runs, sends records
+in order, logs models, registers versions, keeps the heartbeat and, when the training process
+dies without ending a run (SIGKILL, the OOM killer), ends it KILLED within a second or two. The
+design is W&B's service process: the training never waits for a store, and a store that is away
+(refused connection, unknown host, time-out, 5xx) costs nothing but a line: the writer retries
+with back-off, and what it could not deliver when its process ended stays journaled for
+``mltrack sync``.
+
+The writer runs in a session of its own, so Ctrl-C in a terminal reaches the training process
+alone and the writer finishes delivering before it exits; it exits once its process has ended
+and every journal is delivered or waiting for a store that is away.
+
+Between the two processes there are only files: the journal (appended by training), and the
+courier's ``<journal>.ack`` (the run id once made, how many lines are in the store, and the
+state: ``ok``, ``away``, ``bad``, ``refused``, ``done``). ``embed()`` hosts the writer on a
+thread of this process instead (the test suite's in-process tests; MLflow is then loaded here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mltrack import process
+from mltrack.errors import UsageError
+from mltrack.limits import redact_uri
+
+if TYPE_CHECKING:
+    from mltrack.run import Run
+    from mltrack.warmup import Stores
+
+POLL_S = 0.02  # how often the training side reads an ack while it waits
+SCAN_S = 0.1  # how often the writer looks for new journals and whether its process lives
+OWNER_CHECK_S = 0.5
+
+
+class Writer:
+    """The delivery loop: every journal of ``owner`` (a ``process.identity()``) in ``folder``.
+
+    ``owner=None``: journals are handed over with ``adopt`` and the loop runs until ``stop``.
+    """
+
+    def __init__(self, folder: Path, owner: dict[str, Any] | None, stores: Any = None) -> None:
+        from mltrack.courier import Courier  # noqa: F401 - the writer's side loads MLflow
+        from mltrack.warmup import STORES
+
+        self.folder, self.owner = folder, owner
+        self.stores = stores or STORES
+        self.couriers: list[Any] = []
+        self.keys: dict[str, str] = {}  # journal key -> run id, for parent links
+        self._known: set[Path] = set()
+        self._adopted: list[Path] = []
+        self._lock = threading.Lock()
+        self.stop = threading.Event()
+
+    def adopt(self, path: Path) -> None:
+        with self._lock:
+            self._adopted.append(path)
+
+    def _take(self, path: Path) -> None:
+        from mltrack.courier import Busy, Courier
+
+        self._known.add(path)
+        with contextlib.suppress(Busy, FileNotFoundError, ValueError):  # another has it, or gone
+            self.couriers.append(Courier(path, self.stores, keys=self.keys))
+
+    def _answer_checks(self) -> None:
+        """Answer ``check`` requests (``check``): ``<request>.answer`` with the verdict."""
+        pid = (self.owner or {}).get("pid", os.getpid())
+        for request in self.folder.glob(f"check-{pid}-*.json"):
+            answer = request.with_suffix(".answer")
+            if answer.exists():
+                continue
+            try:
+                asked = json.loads(request.read_text())
+            except (OSError, ValueError):
+                continue  # being written
+            state, reason = check_store(self.stores, asked["uri"], asked["experiment"])
+            temporary = answer.with_suffix(".tmp")
+            temporary.write_text(json.dumps({"state": state, "reason": reason}))
+            os.replace(temporary, answer)
+
+    def _scan(self) -> None:
+        if self.folder.is_dir():
+            self._answer_checks()
+
+        with self._lock:
+            adopted, self._adopted = self._adopted, []
+        for path in adopted:
+            self._take(path)
+        if self.owner is None or not self.folder.is_dir():
+            return
+        for path in sorted(self.folder.glob("*.jsonl"), key=_created):
+            if path not in self._known and owned_by(path, self.owner):
+                self._take(path)
+
+    def serve(self) -> None:
+        """Deliver until ``stop``, or until the owner has ended and nothing more can go."""
+        from mltrack.courier import AWAY
+
+        checked, gone = 0.0, False
+        while not self.stop.is_set():
+            if self.owner is not None and time.monotonic() - checked >= OWNER_CHECK_S:
+                checked, gone = time.monotonic(), owner_gone(self.owner)
+            self._scan()
+            progressed = False
+            for courier in list(self.couriers):
+                courier.owner_gone = gone
+                progressed = courier.step() or progressed
+                if courier.finished:
+                    self.couriers.remove(courier)
+            if gone and all(c.state == AWAY for c in self.couriers):
+                for courier in self.couriers:
+                    courier.release()
+                return
+            self.stop.wait(POLL_S if progressed else SCAN_S)
+
+
+# -- the training process's side: no MLflow here ------------------------------------------------
+class Handle:
+    """This process's writer for one spool folder: a child process, or a thread (``embed``)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.embedded: Writer | None = None
+        self.thread: threading.Thread | None = None
+
+    def alive(self) -> bool:
+        if self.embedded is not None:
+            return self.thread is not None and self.thread.is_alive()
+        return self.popen is not None and self.popen.poll() is None
+
+    def start(self) -> None:
+        if _EMBED:
+            self.embedded = Writer(self.folder, None)
+            self.thread = threading.Thread(
+                target=self.embedded.serve, name="mltrack-writer", daemon=True
+            )
+            self.thread.start()
+            return
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]),
+            # The writer retries by itself: one MLflow request must not hold it for minutes.
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": os.environ.get(
+                "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"
+            ),
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"),
+        }
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "mltrack.writer", str(self.folder),
+             json.dumps(process.identity())],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
+            start_new_session=True,  # Ctrl-C in a terminal is the training's, not the writer's
+        )  # fmt: skip
+
+    def hand(self, journal: Path) -> None:
+        """Make sure a writer serves ``journal`` (started, or started again if it died)."""
+        if not self.alive():
+            self.start()
+        if self.embedded is not None:
+            self.embedded.adopt(journal)
+
+
+_EMBED = False
+_SAID_AWAY: set[str] = set()  # the stores this process said were away (said once each)
+_HANDLES: dict[Path, Handle] = {}
+_HANDLES_LOCK = threading.Lock()
+
+
+def embed(on: bool = True) -> None:
+    """Host writers on a thread of this process from now on (the in-process tests do)."""
+    global _EMBED
+    _EMBED = on
+
+
+def serve(journal: Path) -> Handle:
+    """The writer of ``journal``'s folder for this process, started if need be."""
+    with _HANDLES_LOCK:
+        handle = _HANDLES.setdefault(journal.parent, Handle(journal.parent))
+        handle.hand(journal)
+    return handle
+
+
+def start(folder: Path) -> None:
+    """Start this process's writer for ``folder`` now (its start-up, MLflow's import mostly,
+    then overlaps the framework's and the data's loading)."""
+    with _HANDLES_LOCK:
+        handle = _HANDLES.setdefault(folder, Handle(folder))
+        if not handle.alive():
+            handle.start()
+
+
+def check(folder: Path, uri: str, experiment: str, timeout_s: float) -> tuple[str, str]:
+    """Ask this process's writer whether ``uri`` takes runs in ``experiment``: (state, why),
+    ``ok``, ``away`` or ``bad`` (``mltrack.courier.check_store``); ``away`` if the writer
+    did not answer in ``timeout_s``. Starts the writer if need be."""
+    start(folder)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    request = folder / f"check-{os.getpid()}-{time.monotonic_ns()}.json"
+    temporary = request.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"uri": uri, "experiment": experiment}))
+    os.replace(temporary, request)
+    answer = request.with_suffix(".answer")
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            try:
+                found = json.loads(answer.read_text())
+                return str(found["state"]), str(found["reason"])
+            except (OSError, ValueError):
+                time.sleep(POLL_S)
+        return "away", f"the writer did not answer in {timeout_s:.0f} s"
+    finally:
+        request.unlink(missing_ok=True)
+        answer.unlink(missing_ok=True)
+
+
+def wait(
+    journal: Path, states: tuple[str, ...], timeout_s: float, lines: int = 0
+) -> dict[str, Any]:
+    """The journal's ack once the writer has read its first ``lines`` lines and its state is
+    one of ``states``, or the journal is done; the last ack when ``timeout_s`` passed. A
+    writer that died meanwhile is started again."""
+    from mltrack.courier import DONE
+    from mltrack.spool import read_ack
+
+    deadline = time.monotonic() + timeout_s
+    checked = time.monotonic()
+    while True:
+        ack = read_ack(journal)
+        state = ack.get("state")
+        # "away" must be about the lines asked for (the store may be back for them); the
+        # other states are final for the journal.
+        seen = state != "away" or int(ack.get("read", 0)) >= lines
+        if state == DONE or (seen and state in states):
+            return ack
+        if time.monotonic() >= deadline:
+            return ack
+        if time.monotonic() - checked > 1.0:  # the writer was killed: the next one takes over
+            checked = time.monotonic()
+            serve(journal)
+        time.sleep(POLL_S)
+
+
+def opened(run: Run, uri: str, timeout_s: float) -> None:
+    """Hand the run's journal to the writer and take its first answer: the run's id, bad
+    input (``UsageError``, the journal discarded: no run), or the store away (one line)."""
+    from mltrack.courier import AWAY, BAD, OK, REFUSED
+
+    where = redact_uri(uri)
+    if run.offline:
+        reason = "offline (MLTRACK_OFFLINE=1 or --offline)"
+    else:
+        serve(run.journal.path)
+        ack = wait(run.journal.path, (OK, AWAY, BAD, REFUSED), timeout_s)
+        state, reason = ack.get("state"), str(ack.get("reason", ""))
+        if state in (BAD, REFUSED):
+            run.sink.close(0)
+            run.journal.delete()
+            raise UsageError(reason)
+        if state == OK:
+            run.run_id, run.experiment_id = str(ack["run_id"]), str(ack["experiment_id"])
+            return
+        reason = reason or f"the writer did not answer in {timeout_s:.0f} s"
+    if where not in _SAID_AWAY:
+        _SAID_AWAY.add(where)
+        print(
+            f"mltrack: {where} is away ({reason}); training goes on and its runs are journaled "
+            f"in {run.journal.path.parent}: delivered when the store is back, or by "
+            "`mltrack sync`",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+# -- the writer's side helpers -----------------------------------------------------------------
+def owned_by(path: Path, owner: dict[str, Any]) -> bool:
+    """Whether ``path``'s header names ``owner`` (host, pid, pid start) as its process."""
+    try:
+        with path.open() as handle:
+            header = json.loads(handle.readline())
+    except (OSError, ValueError):
+        return False
+    return all(header.get(k) == owner.get(k) for k in ("host", "pid", "pid_start"))
+
+
+def owner_gone(header: dict[str, Any]) -> bool:
+    """Whether the process that wrote a journal's header has ended (this host only)."""
+    host, pid = str(header.get("host", "")), int(header.get("pid", 0))
+    return process.is_gone(host, pid, float(header.get("pid_start", 0))) is True
+
+
+def check_store(stores: Stores, uri: str, experiment: str) -> tuple[str, str]:
+    """Whether ``uri`` takes runs in ``experiment`` before any data loads: (``OK``, ""),
+    (``AWAY``, why) or (``BAD``, one line naming the argument). A new embedded store is left
+    for the first run to create, so bad input leaves no store behind."""
+    from mltrack import records
+    from mltrack.courier import AWAY, BAD, OK
+    from mltrack.uris import is_database
+
+    where = redact_uri(uri)
+    try:
+        stores.open_existing(uri, experiment)
+    except UsageError as exc:
+        return BAD, str(exc)
+    except Exception as exc:
+        kind, reason = records.classify(exc)
+        # MLflow's own error while opening a database (an unknown schema) is final; a
+        # database that cannot be reached raises the driver's error, an outage.
+        if kind == records.OUTAGE and not (is_database(uri) and hasattr(exc, "error_code")):
+            return AWAY, records.outage_reason(redact_uri(str(exc)))
+        if kind == records.CREDENTIALS:
+            return BAD, f"--tracking-uri {where}: the store refuses these credentials ({reason})"
+        return BAD, f"--tracking-uri {where}: MLflow cannot open it ({redact_uri(reason)})"
+    return OK, ""
+
+
+def _created(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def main(argv: list[str]) -> int:
+    """``python -m mltrack.writer FOLDER OWNER_JSON``."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("mltrack writer: %(message)s"))
+    logger = logging.getLogger("mltrack.writer")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    import mlflow  # noqa: F401 - before the first journal arrives: most of a run's start-up
+
+    Writer(Path(argv[0]), json.loads(argv[1])).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
