@@ -97,6 +97,7 @@ class Courier:
         self.torn: list[str] = []
         self.state, self.reason = OK, ""
         self.owner_gone = False
+        self.told: tuple[str, str] | None = None  # (outcome, error) sent without the journal
         self.finished = False
         self.ended = ""
         self.counts = {"metrics": 0, "params": 0, "tags": 0, "artifacts": 0}
@@ -338,9 +339,11 @@ class Courier:
             f"process {header.get('pid')} on {header.get('host')} ended without ending its run "
             "(killed: SIGKILL, the OOM killer, or the interpreter crashed)"
         )
-        ended = tags({"outcome": "killed", "error": reason})
+        # Or its end could not be journaled (a full disk) and it told the writer instead.
+        outcome, reason = self.told or ("killed", reason)
+        ended = tags({"outcome": outcome, "error": reason})
         records.deliver(client, self.run_id, [records.Values("tags", tuple(ended.items()))])
-        self._end(STATUS["killed"])
+        self._end(STATUS[outcome])
 
     def _failed(self, exc: Exception) -> None:
         if isinstance(exc, UsageError):

@@ -235,7 +235,7 @@ class Experiment(Generic[C, D]):
     @staticmethod
     def check_store(uri: str, experiment: str) -> None:
         """``UsageError`` for a store or experiment that refuses runs (``writer.check``)."""
-        state, reason = writer.check(spool_dir(), resolve_tracking_uri(uri), experiment, 60)
+        state, reason = writer.check(spool_dir(), uri, experiment, 60)  # creates nothing
         if state == "bad":
             raise UsageError(reason)
 

@@ -8,12 +8,14 @@ after the pid was reused.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -101,3 +103,19 @@ def sigterm_deferred() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
         if arrived:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+def owned_by(path: Path, owner: dict[str, Any]) -> bool:
+    """Whether ``path``'s header names ``owner`` (host, pid, pid start) as its process."""
+    try:
+        with path.open() as handle:
+            header = json.loads(handle.readline())
+    except (OSError, ValueError):
+        return False
+    return all(header.get(k) == owner.get(k) for k in ("host", "pid", "pid_start"))
+
+
+def owner_gone(header: dict[str, Any]) -> bool:
+    """Whether the process that wrote a journal's header has ended (this host only)."""
+    host, pid = str(header.get("host", "")), int(header.get("pid", 0))
+    return is_gone(host, pid, float(header.get("pid_start", 0))) is True

@@ -66,12 +66,6 @@ OFFLINE_ENV = "MLTRACK_OFFLINE"
 EpochHook = Callable[[int, Mapping[str, float]], None]
 
 
-def _client(tracking_uri: str) -> Any:
-    from mltrack.warmup import STORES
-
-    return STORES.client(tracking_uri)
-
-
 class Run:
     """One open MLflow run: the small interface every framework hook and command talks to."""
 
@@ -269,13 +263,18 @@ class Run:
             self.journal.append([last])
         except OSError as exc:
             journaled, why = False, f"{exc.strerror or exc}"
+            if last["type"] == "end":  # the writer ends it, told through its stdin
+                writer.tell_end(self.journal.path, self.outcome, self.error)
         else:
             why = self.sink.error
         if not journaled:
             log.error(
-                "run %s: could not journal everything to %s (%s); the store has what the "
-                "writer delivered before", self.run_id, self.journal.path.parent, why
+                "run %s: could not journal everything to %s (%s); it ends %s with what the "
+                "writer delivered before", self.run_id, self.journal.path.parent, why,
+                STATUS[self.outcome],
             )  # fmt: skip
+            if last["type"] == "end":
+                return
         if self.offline:
             where = limits.redact_uri(self.tracking_uri)
             log.warning("run %s is journaled in %s (offline): `mltrack sync` delivers it to %s",
@@ -299,6 +298,8 @@ class Run:
             )  # fmt: skip
             return
         where = limits.redact_uri(self.tracking_uri)
+        if state == AWAY and writer.said_away(where):
+            return  # the line at its start said where the runs are and what delivers them
         if state == AWAY:
             log.warning(
                 "run %s is journaled in %s (%s is away: %s); `mltrack sync` delivers it when "
@@ -345,10 +346,11 @@ def start_run(
     uri = resolve_tracking_uri(tracking_uri or (parent.tracking_uri if parent else None))
     offline = is_offline() if offline is None else offline
     first_epoch = 0
-    if resume:
+    if resume:  # reads the run in the store: MLflow loads here, for --resume only
         from mltrack import resume as resuming
+        from mltrack.warmup import STORES
 
-        first_epoch = resuming.check(_client(uri), resume, params or {})[1]
+        first_epoch = resuming.check(STORES.client(uri), resume, params or {})[1]
     base_tags = {
         **process_tags(),
         "mlflow.source.name": Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python",

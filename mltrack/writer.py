@@ -14,10 +14,11 @@ The writer runs in a session of its own, so Ctrl-C in a terminal reaches the tra
 alone and the writer finishes delivering before it exits; it exits once its process has ended
 and every journal is delivered or waiting for a store that is away.
 
-Between the two processes there are only files: the journal (appended by training), and the
-courier's ``<journal>.ack`` (the run id once made, how many lines are in the store, and the
-state: ``ok``, ``away``, ``bad``, ``refused``, ``done``). ``embed()`` hosts the writer on a
-thread of this process instead (the test suite's in-process tests; MLflow is then loaded here).
+Between the two processes there are files: the journal (appended by training), the courier's
+``<journal>.ack`` (the run id once made, how many lines are in the store, and the state:
+``ok``, ``away``, ``bad``, ``refused``, ``done``), store checks (``check``); and the writer's
+stdin, for a run's end a full disk could not take (``tell_end``). ``embed()`` hosts the writer
+on a thread of this process instead (the in-process tests; MLflow is then loaded here).
 """
 
 from __future__ import annotations
@@ -63,6 +64,16 @@ class Writer:
         self._adopted: list[Path] = []
         self._lock = threading.Lock()
         self.stop = threading.Event()
+        self.told: dict[str, tuple[str, str]] = {}  # journal -> (outcome, error): ``tell_end``
+
+    def listen(self, lines: Any) -> None:
+        """Take ``tell_end`` messages (JSON lines) from the training process: the ends of runs
+        whose journal could not take them (a full disk)."""
+        for line in lines:
+            with contextlib.suppress(ValueError, KeyError):
+                told = json.loads(line)
+                with self._lock:
+                    self.told[told["journal"]] = (told["outcome"], told["error"])
 
     def adopt(self, path: Path) -> None:
         with self._lock:
@@ -102,12 +113,13 @@ class Writer:
         if self.owner is None or not self.folder.is_dir():
             return
         for path in sorted(self.folder.glob("*.jsonl"), key=_created):
-            if path not in self._known and owned_by(path, self.owner):
+            if path not in self._known and process.owned_by(path, self.owner):
                 self._take(path)
 
     def serve(self) -> None:
         """Deliver until ``stop``, or until the owner has ended and nothing more can go."""
         from mltrack.courier import AWAY
+        from mltrack.process import owner_gone
 
         checked, gone = 0.0, False
         while not self.stop.is_set():
@@ -117,6 +129,8 @@ class Writer:
             progressed = False
             for courier in list(self.couriers):
                 courier.owner_gone = gone
+                with self._lock:
+                    courier.told = self.told.get(str(courier.path), courier.told)
                 progressed = courier.step() or progressed
                 if courier.finished:
                     self.couriers.remove(courier)
@@ -133,7 +147,7 @@ class Handle:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.popen: subprocess.Popen[bytes] | None = None
+        self.popen: subprocess.Popen[str] | None = None
         self.embedded: Writer | None = None
         self.thread: threading.Thread | None = None
 
@@ -164,7 +178,7 @@ class Handle:
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "mltrack.writer", str(self.folder),
              json.dumps(process.identity())],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True,
             start_new_session=True,  # Ctrl-C in a terminal is the training's, not the writer's
         )  # fmt: skip
 
@@ -257,6 +271,32 @@ def wait(
         time.sleep(POLL_S)
 
 
+def tell_end(journal: Path, outcome: str, error: str) -> bool:
+    """Tell the writer how a run ended when its journal cannot take the end (a full disk):
+    through the writer's stdin, no disk involved. Whether it was told."""
+    with _HANDLES_LOCK:
+        handle = _HANDLES.get(journal.parent)
+    message = {"journal": str(journal), "outcome": outcome, "error": error}
+    if handle is None:
+        return False
+    if handle.embedded is not None:
+        handle.embedded.listen([json.dumps(message)])
+        return True
+    if handle.popen is None or handle.popen.stdin is None or not handle.alive():
+        return False
+    try:
+        handle.popen.stdin.write(json.dumps(message) + "\n")
+        handle.popen.stdin.flush()
+    except OSError:
+        return False
+    return True
+
+
+def said_away(where: str) -> bool:
+    """Whether this process already said the store ``where`` (redacted) is away."""
+    return where in _SAID_AWAY
+
+
 def opened(run: Run, uri: str, timeout_s: float) -> None:
     """Hand the run's journal to the writer and take its first answer: the run's id, bad
     input (``UsageError``, the journal discarded: no run), or the store away (one line)."""
@@ -289,22 +329,6 @@ def opened(run: Run, uri: str, timeout_s: float) -> None:
 
 
 # -- the writer's side helpers -----------------------------------------------------------------
-def owned_by(path: Path, owner: dict[str, Any]) -> bool:
-    """Whether ``path``'s header names ``owner`` (host, pid, pid start) as its process."""
-    try:
-        with path.open() as handle:
-            header = json.loads(handle.readline())
-    except (OSError, ValueError):
-        return False
-    return all(header.get(k) == owner.get(k) for k in ("host", "pid", "pid_start"))
-
-
-def owner_gone(header: dict[str, Any]) -> bool:
-    """Whether the process that wrote a journal's header has ended (this host only)."""
-    host, pid = str(header.get("host", "")), int(header.get("pid", 0))
-    return process.is_gone(host, pid, float(header.get("pid_start", 0))) is True
-
-
 def check_store(stores: Stores, uri: str, experiment: str) -> tuple[str, str]:
     """Whether ``uri`` takes runs in ``experiment`` before any data loads: (``OK``, ""),
     (``AWAY``, why) or (``BAD``, one line naming the argument). A new embedded store is left
@@ -350,7 +374,16 @@ def main(argv: list[str]) -> int:
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     import mlflow  # noqa: F401 - before the first journal arrives: most of a run's start-up
 
-    Writer(Path(argv[0]), json.loads(argv[1])).serve()
+    writer = Writer(Path(argv[0]), json.loads(argv[1]))
+    threading.Thread(target=writer.listen, args=(sys.stdin,), daemon=True).start()
+    writer.serve()
+    report = os.environ.get("MLTRACK_WRITER_REPORT")  # benchmarks/startup reads its CPU
+    if report:
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        with open(report, "a") as handle:
+            handle.write(json.dumps({"cpu_s": usage.ru_utime + usage.ru_stime}) + "\n")
     return 0
 
 

@@ -297,12 +297,3 @@ def verified_children(client, precisions: set[str]) -> dict[str, Any]:
         assert run.data.tags["reload_ok"] == "true", (precision, run.data.tags)
         assert run.data.metrics["export_wall_s"] > 0
     return ran
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, every_s: float = 0.1) -> None:
-    """Wait until ``condition()`` holds; AssertionError naming it after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout_s} s: {condition}")
-        time.sleep(every_s)

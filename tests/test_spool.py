@@ -20,7 +20,7 @@ from mltrack import cli, spool
 from mltrack.run import start_run
 from mltrack.spool import Journal
 from mltrack.warmup import STORES
-from tests.conftest import all_runs, wait_for
+from tests.conftest import all_runs, wait_until
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_tags_and_artifacts_logged_while_away_survive_the_points_arriving(
         run.log_artifact(model, "model")
         run.set_tags({"reload_ok": "true"})
         model.unlink()  # the caller's temporary file is gone; the journal kept a copy
-        wait_for(lambda: spool.read_ack(run.journal.path).get("state") == "away", 10)
+        wait_until(lambda: spool.read_ack(run.journal.path).get("state") == "away", 10, "away")
         assert "reload_ok" not in client.get_run(run.run_id).data.tags  # waits behind it
         monkeypatch.undo()
     r = client.get_run(run.run_id)
@@ -85,12 +85,12 @@ def test_still_away_at_the_end_returns_and_the_writer_delivers_when_the_store_is
     _, records, _ = spool.read(run.journal.path)
     assert records[-1] == {"type": "end", "status": "FINISHED"}
     monkeypatch.undo()
-    wait_for(lambda: client.get_run(run.run_id).info.status == "FINISHED", 60)
+    wait_until(lambda: client.get_run(run.run_id).info.status == "FINISHED", 60, "FINISHED")
     r = client.get_run(run.run_id)
     assert r.data.tags["reload_ok"] == "true" and r.data.tags["outcome"] == "completed"
     assert [a.path for a in client.list_artifacts(run.run_id, "model")] == ["model/model.json"]
     assert [m.step for m in client.get_metric_history(run.run_id, "loss")] == [0]
-    wait_for(lambda: not run.journal.exists(), 10)
+    wait_until(lambda: not run.journal.exists(), 10, "the journal deleted")
 
 
 def test_replay_twice_counts_each_point_once_and_ends_the_run(store, client, tmp_path):
