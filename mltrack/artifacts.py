@@ -207,18 +207,20 @@ def pixels_accepted(kind: str, probe: np.ndarray) -> str:
 
 
 def save_mlflow_model(
-    folder: Path, kind: str, probe: np.ndarray, outputs: np.ndarray, packages: list[str]
-) -> Path:
+    run: Run, folder: Path, kind: str, probe: np.ndarray, outputs: np.ndarray, packages: list[str]
+) -> Path | None:
     """An MLflow pyfunc model in ``folder/model`` (loaded by ``pyfunc_model``), to which the
     caller adds the format files it reads. The verifier process writes it: MLflow is never
-    loaded in a training process. ``RuntimeError`` with the verifier's error if it could not."""
+    loaded in a training process. None if it could not, with the run's ``reload_ok`` false and
+    the verifier's last words as ``reload_error``."""
     np.save(folder / "check" / "example.npy", probe[:EXAMPLE_ROWS])
     np.save(folder / "check" / "outputs.npy", outputs[:EXAMPLE_ROWS])
     error = VERIFIER.request(
         {"op": "save", "kind": kind, "folder": str(folder), "packages": packages}
     )
     if error:
-        raise RuntimeError(f"the MLflow model could not be written: {error}")
+        run.set_tags({"reload_ok": "false", "reload_error": error[:500]})
+        return None
     return folder / "model"
 
 
@@ -267,7 +269,9 @@ def export_keras(
         expected = _float32(model.predict(probe, verbose=0))
         backend = {"tensorflow": ["tensorflow"], "torch": ["torch"], "jax": ["jax"]}
         packages = ["keras", "h5py", *backend.get(keras.backend.backend(), [])]
-        path = save_mlflow_model(folder, "keras", probe, expected, packages)
+        path = save_mlflow_model(run, folder, "keras", probe, expected, packages)
+        if path is None:
+            return False
         (path / "model.json").write_text(model.to_json())
         model.save_weights(path / "model.weights.h5")
         lines: list[str] = []
@@ -302,7 +306,9 @@ def export_torch(run: Run, model: Any, probe: Any, *, precision: str, register: 
     with exporting(run) as folder, torch.no_grad():
         expected = model(probe).float().cpu().numpy()
         example = probe.float().cpu().numpy()  # numpy has no bfloat16
-        path = save_mlflow_model(folder, "torch", example, expected, ["torch"])
+        path = save_mlflow_model(run, folder, "torch", example, expected, ["torch"])
+        if path is None:
+            return False
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated")
             traced = torch.jit.trace(model, probe, check_trace=False)

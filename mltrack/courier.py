@@ -1,9 +1,8 @@
 """The writer's side: delivering journals to their stores, in order and exactly once.
 
-A training process never talks to MLflow (W&B's service design): ``mltrack.run`` appends what a
-run logs to its journal, and a ``Courier`` delivers that journal, one per journal, held by one
-``mltrack.writer`` process (or ``mltrack sync``) at a time through an exclusive ``flock`` on the
-file. A courier tails the journal as it grows:
+A training process never talks to MLflow: ``mltrack.run`` journals what a run logs, and a
+``Courier`` delivers one journal, held by one writer (or ``mltrack sync``) at a time through an
+exclusive ``flock``. It tails the journal as it grows:
 
 1. the ``create`` line makes the run (experiment made if new, parent resolved from its key,
    ``mltrack.journal`` tag = the journal's key, so a restarted writer finds the run it made
@@ -14,11 +13,11 @@ file. A courier tails the journal as it grows:
 3. ``end`` sets the run's status and deletes the journal; a journal whose process died
    without one is ended KILLED, with the reason, once the rest is delivered.
 
-What the store says is sorted once (``records.classify``): an outage is retried with back-off
-(1 s doubling to 30 s) and never drops a line; a refused record is set aside in
-``<spool>/refused/<run_id>.jsonl`` with the reason, named in one line, and the rest goes on; a
-run that is gone or deleted, or credentials refused, stop the journal where it is (kept for
-``mltrack sync`` after the run is restored) and, at creation, are bad input (``BAD``).
+The store's answers are sorted once (``records.classify``): an outage is retried with back-off
+(1 s doubling to 30 s), never dropping a line; a refused record is set aside in
+``<spool>/refused/<run_id>.jsonl``, named in one line, and the rest goes on; a run gone or
+deleted, or credentials refused, stop the journal where it is (kept for ``mltrack sync``),
+and at creation are bad input (``BAD``). A line that is no record is set aside as torn.
 """
 
 from __future__ import annotations
@@ -178,7 +177,14 @@ class Courier:
             for line in self.lines[: records.MAX_METRICS_PER_BATCH]:
                 if line.get("type") in (*records.CONTROL, "create"):
                     break
-                queue.append(records.decode(line))
+                try:
+                    queue.append(records.decode(line))
+                except (ValueError, KeyError, TypeError):  # JSON, but no record: set aside
+                    break
+            if not queue:
+                self.torn.append(json.dumps(self.lines[0]))
+                self._advance(1)
+                return True
             unit = records.next_unit(queue)
             self._deliver(unit)
             self._advance(len(unit))
@@ -207,15 +213,7 @@ class Courier:
         return self.stores.client(self.uri)
 
     def _create(self, line: dict[str, Any]) -> None:
-        try:
-            client = self._client()
-        except Exception as exc:  # MLflow's own refusal to open it (an unknown schema) is final
-            if not hasattr(exc, "get_http_status_code"):
-                raise
-            first = (str(exc).splitlines() or [""])[0][:200]
-            raise UsageError(
-                f"--tracking-uri {self._where}: MLflow cannot open it ({first})"
-            ) from None
+        client = self._client()
         if line.get("resume"):
             records.reopen(client, self.run_id, line.get("tags", {}))
             self.experiment_id = str(client.get_run(self.run_id).info.experiment_id)
@@ -357,6 +355,8 @@ class Courier:
                 )
             elif kind != records.OUTAGE and not self.run_id:
                 reason = f"--tracking-uri {self._where}: the store refuses the run ({reason})"
+        if kind == records.OUTAGE and not self.run_id and records.opening_refused(self.uri, exc):
+            kind, reason = records.RUN, f"--tracking-uri {self._where}: MLflow cannot open it"
         if kind == records.OUTAGE:
             reason = records.outage_reason(redact_uri(str(exc)))
             if self.state != AWAY and self.run_id:  # before: the training process says it

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mltrack.limits import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH, redacted_stdout
-from mltrack.uris import default_artifact_location
+from mltrack.uris import default_artifact_location, is_database
 
 
 @dataclass(frozen=True)
@@ -221,6 +221,12 @@ def split(unit: list[Record]) -> list[list[Record]]:
     if isinstance(head, Values) and len(head.values) > 1:
         return [[Values(head.kind, (item,))] for item in head.values]
     return [unit]
+
+
+def opening_refused(uri: str, exc: BaseException) -> bool:
+    """MLflow's own error on a database (an unknown schema) is final, not an outage: a
+    database that cannot be reached raises its driver's error instead."""
+    return is_database(uri) and hasattr(exc, "error_code")
 
 
 def refusal(exc: BaseException) -> str:

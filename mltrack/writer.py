@@ -24,6 +24,7 @@ on a thread of this process instead (the in-process tests; MLflow is then loaded
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import subprocess
@@ -335,7 +336,6 @@ def check_store(stores: Stores, uri: str, experiment: str) -> tuple[str, str]:
     for the first run to create, so bad input leaves no store behind."""
     from mltrack import records
     from mltrack.courier import AWAY, BAD, OK
-    from mltrack.uris import is_database
 
     where = redact_uri(uri)
     try:
@@ -344,9 +344,7 @@ def check_store(stores: Stores, uri: str, experiment: str) -> tuple[str, str]:
         return BAD, str(exc)
     except Exception as exc:
         kind, reason = records.classify(exc)
-        # MLflow's own error while opening a database (an unknown schema) is final; a
-        # database that cannot be reached raises the driver's error, an outage.
-        if kind == records.OUTAGE and not (is_database(uri) and hasattr(exc, "error_code")):
+        if kind == records.OUTAGE and not records.opening_refused(uri, exc):
             return AWAY, records.outage_reason(redact_uri(str(exc)))
         if kind == records.CREDENTIALS:
             return BAD, f"--tracking-uri {where}: the store refuses these credentials ({reason})"
@@ -372,8 +370,9 @@ def main(argv: list[str]) -> int:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     logging.getLogger("mlflow").setLevel(logging.ERROR)
-    import mlflow  # noqa: F401 - before the first journal arrives: most of a run's start-up
-
+    # MLflow's import is most of a run's start-up: begun at once, on a thread, so a process
+    # that ends before its first run (bad input) is seen gone without waiting for it.
+    threading.Thread(target=importlib.import_module, args=("mlflow",), daemon=True).start()
     writer = Writer(Path(argv[0]), json.loads(argv[1]))
     threading.Thread(target=writer.listen, args=(sys.stdin,), daemon=True).start()
     writer.serve()
