@@ -232,13 +232,6 @@ class Experiment(Generic[C, D]):
                 return self._main(argv)
         return self._main(argv)
 
-    @staticmethod
-    def check_store(uri: str, experiment: str) -> None:
-        """``UsageError`` for a store or experiment that refuses runs (``writer.check``)."""
-        state, reason = writer.check(spool_dir(), uri, experiment, 60)  # creates nothing
-        if state == "bad":
-            raise UsageError(reason)
-
     def _main(self, argv: Sequence[str] | None = None) -> int:
         try:
             cfg = self.parse(argv)
@@ -254,9 +247,13 @@ class Experiment(Generic[C, D]):
                 # The probes run on a thread while the data loads (after the framework's
                 # import, which a thread would only slow: warmup).
                 PROBES.begin()
-                if not is_offline():  # a refused store or experiment before any data loads
-                    self.check_store(uri, cfg.experiment or self.name)
+                if not is_offline():  # the writer checks the store while the data loads
+                    asked = writer.ask(spool_dir(), uri, cfg.experiment or self.name)
             data = self.load_data(cfg)
+            if rank_zero and not is_offline():  # a refused store or experiment: before training
+                state, reason = writer.answer(asked, 60)
+                if state == "bad":
+                    raise UsageError(reason)
         except UsageError as exc:
             print(f"{self.prog}: error: {exc}", file=sys.stderr)
             return 2

@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mltrack import distributed, limits, records, writer
+from mltrack import distributed, limits, records, spool, writer
 from mltrack.environment import software_tags
 from mltrack.outcomes import STATUS, describe, outcome_of
 from mltrack.process import process_tags, sigterm_as_exception, sigterm_deferred
@@ -81,8 +81,7 @@ class Run:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self.key = str(journal.header["key"])  # this process's id of the run
-        # MLflow's id once the writer made the run; the key while the store is away.
-        self.run_id = str(journal.header["run_id"] or self.key)
+        self._run_id = str(journal.header["run_id"])  # MLflow's, once the writer made the run
         self.experiment_id = ""
         self.experiment_name = ""
         self.tracking_uri = str(journal.header["tracking_uri"])
@@ -101,6 +100,18 @@ class Run:
         self.checkpoint = False  # keep a training checkpoint each epoch (mltrack.resume)
         self.offline = False  # journaled for `mltrack sync`, no writer (``--offline``)
         self.sink = Sink(lambda batch: self.journal.append(encode(r) for r in batch))
+
+    @property
+    def run_id(self) -> str:
+        """MLflow's id of the run: waits for the writer to make it the first time it is
+        read (``writer.opened``); the journal's key while the store is away."""
+        if not self._run_id:
+            writer.opened(self, self.tracking_uri, CREATE_TIMEOUT_S)
+        return self._run_id or self.key
+
+    @run_id.setter
+    def run_id(self, value: str) -> None:
+        self._run_id = value
 
     # -- verbs ------------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -267,10 +278,11 @@ class Run:
                 writer.tell_end(self.journal.path, self.outcome, self.error)
         else:
             why = self.sink.error
+        run_id = self._run_id or self.key
         if not journaled:
             log.error(
                 "run %s: could not journal everything to %s (%s); it ends %s with what the "
-                "writer delivered before", self.run_id, self.journal.path.parent, why,
+                "writer delivered before", run_id, self.journal.path.parent, why,
                 STATUS[self.outcome],
             )  # fmt: skip
             if last["type"] == "end":
@@ -278,39 +290,20 @@ class Run:
         if self.offline:
             where = limits.redact_uri(self.tracking_uri)
             log.warning("run %s is journaled in %s (offline): `mltrack sync` delivers it to %s",
-                        self.run_id, self.journal.path, where)  # fmt: skip
+                        run_id, self.journal.path, where)  # fmt: skip
             return
         ack = writer.wait(
             self.journal.path, (AWAY, REFUSED, BAD), END_TIMEOUT_S, self.journal.lines
         )
-        self.run_id = str(ack.get("run_id") or self.run_id)
+        self._run_id = str(ack.get("run_id") or self._run_id)
+        run_id = self._run_id or self.key  # never waits: the writer had its chance above
         state = ack.get("state")
         if state == DONE:
             ack_path(self.journal.path).unlink(missing_ok=True)
             return
-        if state == REFUSED:
-            records.REFUSED[self.run_id] = self.refused = str(ack.get("reason", ""))
-            log.error(
-                "run %s: the store refuses it for good (%s); everything it logged is kept in "
-                "%s: restore it in MLflow and run `mltrack sync` (which says how), or drop the "
-                "records with `mltrack sync --discard %s`", self.run_id, self.refused,
-                self.journal.path, self.run_id,
-            )  # fmt: skip
-            return
-        where = limits.redact_uri(self.tracking_uri)
-        if state == AWAY and writer.said_away(where):
-            return  # the line at its start said where the runs are and what delivers them
-        if state == AWAY:
-            log.warning(
-                "run %s is journaled in %s (%s is away: %s); `mltrack sync` delivers it when "
-                "the store is back", self.run_id, self.journal.path, where, ack.get("reason"),
-            )  # fmt: skip
-        else:
-            log.warning(
-                "run %s: the writer is still delivering it to %s after %.0f s and goes on "
-                "after this process ends (journal: %s)", self.run_id, where, END_TIMEOUT_S,
-                self.journal.path,
-            )  # fmt: skip
+        if state in (REFUSED, BAD):  # BAD: its creation refused after the store's check
+            records.REFUSED[run_id] = self.refused = str(ack.get("reason", ""))
+        spool.say_where(run_id, ack, self.journal.path, self.tracking_uri, END_TIMEOUT_S)
 
 
 @contextlib.contextmanager
@@ -374,7 +367,10 @@ def start_run(
     run.journal.append([create])
     run.first_epoch, run.offline = first_epoch, offline
     run.experiment_name = str(create["experiment"])
-    writer.opened(run, uri, CREATE_TIMEOUT_S)
+    if offline or not writer.checked(uri, run.experiment_name):  # else made while it trains
+        writer.opened(run, uri, CREATE_TIMEOUT_S)
+    else:
+        writer.serve(run.journal.path)
     try:
         if here.distributed:  # every rank learns the id; rank 0 records the job's shape
             job = distributed.join(run.run_id, run.first_epoch)[1]

@@ -20,6 +20,7 @@ mid-append) is set aside in ``<journal>.torn`` and never blocks the rest.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -32,6 +33,8 @@ from mltrack import process, records
 from mltrack.limits import redacted_stdout
 from mltrack.limits import tags as limit_tags
 from mltrack.outcomes import STATUS
+
+log = logging.getLogger("mltrack.run")
 
 
 def spool_dir() -> Path:
@@ -275,3 +278,52 @@ def end_orphan(tracking_uri: str, run_id: str, error: str) -> bool:
     with redacted_stdout():
         client.set_terminated(run_id, STATUS["failed"])
     return True
+
+
+def check_store(stores: Any, uri: str, experiment: str) -> tuple[str, str]:
+    """Whether ``uri`` takes runs in ``experiment`` before any data loads: (``OK``, ""),
+    (``AWAY``, why) or (``BAD``, one line naming the argument). A new embedded store is left
+    for the first run to create, so bad input leaves no store behind."""
+    from mltrack.courier import AWAY, BAD, OK
+    from mltrack.errors import UsageError
+    from mltrack.limits import redact_uri
+
+    where = redact_uri(uri)
+    try:
+        stores.open_existing(uri, experiment)
+    except UsageError as exc:
+        return BAD, str(exc)
+    except Exception as exc:
+        kind, reason = records.classify(exc)
+        if kind == records.OUTAGE and not records.opening_refused(uri, exc):
+            return AWAY, records.outage_reason(redact_uri(str(exc)))
+        if kind == records.CREDENTIALS:
+            return BAD, f"--tracking-uri {where}: the store refuses these credentials ({reason})"
+        return BAD, f"--tracking-uri {where}: MLflow cannot open it ({redact_uri(reason)})"
+    return OK, ""
+
+
+def say_where(run_id: str, ack: dict[str, Any], journal: Path, uri: str, waited_s: float) -> None:
+    """One line on a run the store has not all of at its end (``ack``: the writer's last
+    word): refused for good, away (unless said at its start), or still being delivered."""
+    from mltrack import writer
+    from mltrack.courier import AWAY, BAD, REFUSED
+    from mltrack.limits import redact_uri
+
+    state, where = ack.get("state"), redact_uri(uri)
+    if state in (REFUSED, BAD):
+        log.error(
+            "run %s: the store refuses it for good (%s); everything it logged is kept in %s: "
+            "restore it in MLflow and run `mltrack sync` (which says how), or drop the records "
+            "with `mltrack sync --discard %s`", run_id, ack.get("reason"), journal, run_id,
+        )  # fmt: skip
+    elif state == AWAY and not writer.said_away(where):  # else its start said where and how
+        log.warning(
+            "run %s is journaled in %s (%s is away: %s); `mltrack sync` delivers it when the "
+            "store is back", run_id, journal, where, ack.get("reason"),
+        )  # fmt: skip
+    elif state != AWAY:
+        log.warning(
+            "run %s: the writer is still delivering it to %s after %.0f s and goes on after "
+            "this process ends (journal: %s)", run_id, where, waited_s, journal,
+        )  # fmt: skip

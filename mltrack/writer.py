@@ -34,13 +34,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mltrack import process
+from mltrack import process, spool
 from mltrack.errors import UsageError
 from mltrack.limits import redact_uri
 
 if TYPE_CHECKING:
     from mltrack.run import Run
-    from mltrack.warmup import Stores
 
 POLL_S = 0.02  # how often the training side reads an ack while it waits
 SCAN_S = 0.1  # how often the writer looks for new journals and whether its process lives
@@ -98,7 +97,7 @@ class Writer:
                 asked = json.loads(request.read_text())
             except (OSError, ValueError):
                 continue  # being written
-            state, reason = check_store(self.stores, asked["uri"], asked["experiment"])
+            state, reason = spool.check_store(self.stores, asked["uri"], asked["experiment"])
             temporary = answer.with_suffix(".tmp")
             temporary.write_text(json.dumps({"state": state, "reason": reason}))
             os.replace(temporary, answer)
@@ -193,6 +192,7 @@ class Handle:
 
 _EMBED = False
 _SAID_AWAY: set[str] = set()  # the stores this process said were away (said once each)
+_CHECKED: set[tuple[str, str]] = set()  # (store, experiment) the writer said take runs
 _HANDLES: dict[Path, Handle] = {}
 _HANDLES_LOCK = threading.Lock()
 
@@ -220,29 +220,44 @@ def start(folder: Path) -> None:
             handle.start()
 
 
-def check(folder: Path, uri: str, experiment: str, timeout_s: float) -> tuple[str, str]:
-    """Ask this process's writer whether ``uri`` takes runs in ``experiment``: (state, why),
-    ``ok``, ``away`` or ``bad`` (``mltrack.courier.check_store``); ``away`` if the writer
-    did not answer in ``timeout_s``. Starts the writer if need be."""
+def ask(folder: Path, uri: str, experiment: str) -> Path:
+    """Ask this process's writer (started if need be) whether ``uri`` takes runs in
+    ``experiment``; ``answer`` waits for the verdict. Returns the request."""
     start(folder)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     request = folder / f"check-{os.getpid()}-{time.monotonic_ns()}.json"
     temporary = request.with_suffix(".tmp")
     temporary.write_text(json.dumps({"uri": uri, "experiment": experiment}))
     os.replace(temporary, request)
-    answer = request.with_suffix(".answer")
+    return request
+
+
+def answer(request: Path, timeout_s: float) -> tuple[str, str]:
+    """The writer's verdict on ``ask``'s request: (state, why), ``ok``, ``away`` or ``bad``
+    (``check_store``); ``away`` if it did not answer in ``timeout_s``. An ``ok`` spares the
+    process's runs in that store and experiment the wait for their creation (``opened``)."""
+    reply = request.with_suffix(".answer")
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
             try:
-                found = json.loads(answer.read_text())
-                return str(found["state"]), str(found["reason"])
+                found = json.loads(reply.read_text())
             except (OSError, ValueError):
                 time.sleep(POLL_S)
+                continue
+            asked = json.loads(request.read_text())
+            if found["state"] == "ok":
+                _CHECKED.add((redact_uri(asked["uri"]), asked["experiment"]))
+            return str(found["state"]), str(found["reason"])
         return "away", f"the writer did not answer in {timeout_s:.0f} s"
     finally:
         request.unlink(missing_ok=True)
-        answer.unlink(missing_ok=True)
+        reply.unlink(missing_ok=True)
+
+
+def checked(uri: str, experiment: str) -> bool:
+    """Whether the writer said ``uri`` takes runs in ``experiment`` (``answer``)."""
+    return (redact_uri(uri), experiment) in _CHECKED
 
 
 def wait(
@@ -310,12 +325,12 @@ def opened(run: Run, uri: str, timeout_s: float) -> None:
         serve(run.journal.path)
         ack = wait(run.journal.path, (OK, AWAY, BAD, REFUSED), timeout_s)
         state, reason = ack.get("state"), str(ack.get("reason", ""))
-        if state in (BAD, REFUSED):
+        if state in (BAD, REFUSED) and not run.journal.lines:  # at its start: no run
             run.sink.close(0)
             run.journal.delete()
             raise UsageError(reason)
-        if state == OK:
-            run.run_id, run.experiment_id = str(ack["run_id"]), str(ack["experiment_id"])
+        if ack.get("run_id") or state in (BAD, REFUSED):  # later: its end says why
+            run.run_id, run.experiment_id = str(ack.get("run_id", "")), str(ack["experiment_id"])
             return
         reason = reason or f"the writer did not answer in {timeout_s:.0f} s"
     if where not in _SAID_AWAY:
@@ -330,28 +345,6 @@ def opened(run: Run, uri: str, timeout_s: float) -> None:
 
 
 # -- the writer's side helpers -----------------------------------------------------------------
-def check_store(stores: Stores, uri: str, experiment: str) -> tuple[str, str]:
-    """Whether ``uri`` takes runs in ``experiment`` before any data loads: (``OK``, ""),
-    (``AWAY``, why) or (``BAD``, one line naming the argument). A new embedded store is left
-    for the first run to create, so bad input leaves no store behind."""
-    from mltrack import records
-    from mltrack.courier import AWAY, BAD, OK
-
-    where = redact_uri(uri)
-    try:
-        stores.open_existing(uri, experiment)
-    except UsageError as exc:
-        return BAD, str(exc)
-    except Exception as exc:
-        kind, reason = records.classify(exc)
-        if kind == records.OUTAGE and not records.opening_refused(uri, exc):
-            return AWAY, records.outage_reason(redact_uri(str(exc)))
-        if kind == records.CREDENTIALS:
-            return BAD, f"--tracking-uri {where}: the store refuses these credentials ({reason})"
-        return BAD, f"--tracking-uri {where}: MLflow cannot open it ({redact_uri(reason)})"
-    return OK, ""
-
-
 def _created(path: Path) -> float:
     try:
         return path.stat().st_mtime

@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -268,7 +269,8 @@ def fit(
         dtype = COMPUTE_DTYPE[precision]
         run.log_params(ledger.measure_efficiency(flops, dtype, "torch", run.set_tags))
     ledger.begin()
-    micro_step, saved = 0, resume.checkpoint_dir(run.run_id)
+    micro_step = 0  # where checkpoints live is asked only when one is kept (the run's id)
+    saved = resume.checkpoint_dir(run.run_id) if run.first_epoch or run.checkpoint else Path()
     if run.first_epoch:  # a resumed run: its model, optimizer and counters as it left them
         micro_step, step.steps = checkpoint.restore(
             saved, model, optimizer, scheduler, scaler, run.first_epoch
