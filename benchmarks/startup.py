@@ -101,7 +101,7 @@ for epoch in range(cfg.epochs):
 # Installed in both sides as sitecustomize: the time of the first training step, into the file
 # MLTRACK_FIRST_STEP names, marked when the framework is imported (by whichever code does).
 FIRST_STEP = """
-import importlib.abc, importlib.util, os, sys, time
+import importlib, importlib.abc, importlib.util, os, sys, time
 
 def _mark(*args, **kwargs):
     path = os.environ.get("MLTRACK_FIRST_STEP")
@@ -111,7 +111,7 @@ def _mark(*args, **kwargs):
 
 def _patch(name, module):
     if name == "torch":
-        module.optim.optimizer.register_optimizer_step_pre_hook(_mark)
+        importlib.import_module("torch.optim.optimizer").register_optimizer_step_pre_hook(_mark)
     else:
         import keras.callbacks
         begin = keras.callbacks.CallbackList.on_train_batch_begin
