@@ -55,9 +55,21 @@ def test_reasons():
 
 
 def test_sigkilled_training_is_ended_failed_by_doctor(tmp_path, client, store, capsys):
+    """A training SIGKILLed together with its writer (the machine or the container went, or
+    a kill of both): nobody ends its run but ``mltrack doctor``. A training killed alone is
+    ended KILLED by its writer (tests/test_writer.py)."""
+    import psutil
+
     proc = start_training(tmp_path, "--synthetic-size", "512", "--epochs", "500")
     try:
         wait_until(lambda: epochs_logged(client) >= 1, 180, "the first epoch")
+        [writer] = [
+            child
+            for child in psutil.Process(proc.pid).children()
+            if "mltrack.writer" in child.cmdline()
+        ]
+        writer.kill()  # not our child: dead once a zombie of the training's
+        wait_until(lambda: writer.status() == psutil.STATUS_ZOMBIE, 30, "the writer killed")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
