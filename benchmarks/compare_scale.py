@@ -17,7 +17,7 @@ alike), medians of ``--reps`` with their range:
 - ``import + open``: a ``python`` process that imports MLflow and opens the store
   (``MlflowClient``), nothing else, with the garbage-collector settings ``compare`` runs
   with: what any command that opens MLflow's store pays (``compare`` on a database store
-  reads without it: ``mltrack.fetch.reading_client``);
+  reads without it: ``mltrack.compare.fetch.reading_client``);
 - ``--format csv``: the whole ``python -m mltrack.cli compare --format csv`` process, from
   spawn to exit, imports included (the tables, no curves);
 - ``--output DIR``: the whole process that also draws the curves and writes the report.
@@ -45,8 +45,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from mltrack.run import start_run
-from mltrack.uris import resolve_tracking_uri
+from mltrack.tracking.run import start_run
+from mltrack.tracking.uris import resolve_tracking_uri
 
 ROOT = Path(__file__).resolve().parent.parent
 

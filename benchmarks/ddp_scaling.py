@@ -43,7 +43,7 @@ model_name, epochs, images, batch, side, store = sys.argv[1:7]
 epochs, images, batch = int(epochs), int(images), int(batch)
 torch.manual_seed(0)
 from benchmarks.torch_models import loaders, model
-from mltrack import distributed
+from mltrack.tracking import distributed
 
 net = model(model_name)
 train, val = loaders(images, batch)

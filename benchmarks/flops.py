@@ -33,7 +33,7 @@ def hand_count() -> float:
 
 def count_keras() -> float:
     from experiments.cifar_amp import build_model
-    from mltrack.efficiency import keras_flops_per_sample
+    from mltrack.measure.efficiency import keras_flops_per_sample
 
     return keras_flops_per_sample(build_model("cnn", "fp32", 10))
 
@@ -52,7 +52,7 @@ def torch_model() -> object:
 def count_torch() -> float:
     import torch
 
-    from mltrack.efficiency import torch_flops_per_sample
+    from mltrack.measure.efficiency import torch_flops_per_sample
 
     x, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
     return torch_flops_per_sample(torch_model(), torch.nn.functional.cross_entropy, x, y)
@@ -79,7 +79,7 @@ def main() -> None:
         counted = float(out.strip().splitlines()[-1])
         print(f"| {framework} | {counted:,.0f} | {hand:,.0f} | {counted / hand:.4f} |")
 
-    from mltrack import peaks
+    from mltrack.measure import peaks
 
     for framework in peaks.FRAMEWORKS:
         found = subprocess.run(
@@ -90,7 +90,7 @@ def main() -> None:
         ).stdout.splitlines()[-1]
         print(f"\nThis machine's peaks with {framework} ({peaks.method(framework)}), TFLOP/s:")
         print(", ".join(f"{k} {v:.3g}" for k, v in json.loads(found).items()))
-    from mltrack.environment import detect_hardware
+    from mltrack.measure.environment import detect_hardware
 
     bounds, why = peaks.bounds(detect_hardware())
     print(

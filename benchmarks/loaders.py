@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 from experiments.cats_dogs import IMAGE_SIZE, build_model
-from mltrack.data.images import legacy_generators, open_folder, tf_datasets, write_synthetic
-from mltrack.ledger import Ledger
+from mltrack.measure.ledger import Ledger
+from mltrack.studies.data.images import legacy_generators, open_folder, tf_datasets, write_synthetic
 
 
 def main() -> None:

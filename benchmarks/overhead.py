@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from experiments.cifar_amp import build_model
-from mltrack.data import synthetic
-from mltrack.run import start_run
+from mltrack.studies.data import synthetic
+from mltrack.tracking.run import start_run
 
 HOOKS = ("on_train_begin", "on_epoch_begin", "on_epoch_end", "on_train_end", "on_train_batch_end")
 

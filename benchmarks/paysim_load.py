@@ -33,7 +33,7 @@ ROWS = 6_362_620  # the Kaggle file's
 
 
 def full_size_file() -> Path:
-    from mltrack.data import paysim
+    from mltrack.studies.data import paysim
 
     folder = Path(os.environ.get("MLTRACK_CACHE_DIR") or Path.home() / ".cache/mltrack")
     path = folder / "paysim-full" / paysim.FILENAME
@@ -50,7 +50,7 @@ def before(path: Path) -> int:
     """The reader issue 19 measured: all columns as parsed, then numbers by to_numeric."""
     import pandas as pd
 
-    from mltrack.data import paysim
+    from mltrack.studies.data import paysim
 
     frame = pd.read_csv(path, dtype={"type": str, "nameOrig": str, "nameDest": str})
     for column in paysim.NUMERIC:
@@ -59,7 +59,7 @@ def before(path: Path) -> int:
 
 
 def child(which: str, path: Path) -> None:
-    from mltrack.data import paysim
+    from mltrack.studies.data import paysim
 
     start = time.perf_counter()
     rows = before(path) if which == "before" else len(paysim.read_csv(path))

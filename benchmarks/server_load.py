@@ -53,7 +53,7 @@ HEADER = (
 
 def writer(uri: str, start_at: float, seconds: float, index: int) -> None:
     """One run, logging like a training: prints what it logged as one JSON line."""
-    from mltrack.run import start_run
+    from mltrack.tracking.run import start_run
 
     params = {f"config.field_{i}": i for i in range(30)}
     tags = {f"note.{i}": f"writer {index}" for i in range(10)}

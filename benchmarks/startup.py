@@ -12,7 +12,7 @@ training images, 1024 for validation, batch 256, fp32): the bare side is a plain
 Each process is timed from spawn to exit: wall clock, CPU of the process and its children
 (``wait4``), peak RSS, and the time from spawn to its first training step (an import hook in
 both sides' ``sitecustomize`` marks the first ``on_train_batch_begin`` of Keras, the first
-optimizer step of PyTorch). The tracked side's writer process (``mltrack.writer``, its own
+optimizer step of PyTorch). The tracked side's writer process (``mltrack.tracking.writer``, its own
 session, not a waited-for child) reports its CPU at exit (``MLTRACK_WRITER_REPORT``), shown
 beside the training process's own. The pairs alternate which side goes first, so drift on this
 shared VM hits both alike; the figures are the medians and their ratio, and the per-pair
@@ -49,7 +49,7 @@ BARE = """
 import sys
 import keras
 from experiments.cifar_amp import build_model
-from mltrack.data import synthetic
+from mltrack.studies.data import synthetic
 
 size, epochs, batch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 data = synthetic.images((32, 32, 3), 10, size, max(size // 4, 1), 0)
@@ -68,7 +68,7 @@ import sys
 import torch
 from torch import nn
 from experiments.cifar_torch import Config, build_model, loaders, load_data
-from mltrack import recipes
+from mltrack.studies import recipes
 
 size, epochs, batch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 cfg = Config(dataset="synthetic", synthetic_size=size, epochs=epochs, batch_size=batch,

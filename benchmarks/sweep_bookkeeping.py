@@ -30,7 +30,7 @@ from typing import ClassVar
 
 from mltrack.config import ExperimentConfig
 from mltrack.experiment import Experiment
-from mltrack.run import Run
+from mltrack.tracking.run import Run
 
 ROOT = Path(__file__).resolve().parent.parent
 

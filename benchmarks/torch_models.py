@@ -8,10 +8,10 @@ from typing import Any
 
 def model(name: str) -> Any:
     """``seed003_mlp`` (the seed-003 network, cifar_amp's default, in PyTorch) or a model of
-    ``mltrack.vision.image_classifier`` (``resnet50_torchvision``, ...), fresh weights."""
+    ``mltrack.studies.vision.image_classifier`` (``resnet50_torchvision``, ...), fresh weights."""
     from torch import nn
 
-    from mltrack import vision
+    from mltrack.studies import vision
     from mltrack.torch import ImageInput
 
     if name == "seed003_mlp":
@@ -29,7 +29,7 @@ def loaders(images: int, batch_size: int) -> tuple[Any, Any]:
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from mltrack.data import synthetic
+    from mltrack.studies.data import synthetic
 
     data = synthetic.images((32, 32, 3), 10, images, 32, 0)
     x = torch.from_numpy(data.x_train).permute(0, 3, 1, 2).contiguous()

@@ -20,8 +20,8 @@ import warnings
 from pathlib import Path
 
 from experiments.cifar_torch import Config, build_model, loaders
-from mltrack.data import synthetic
-from mltrack.run import start_run
+from mltrack.studies.data import synthetic
+from mltrack.tracking.run import start_run
 
 
 def main() -> None:

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mltrack.config import ExperimentConfig, option
-from mltrack.data import images
 from mltrack.errors import bad_value
 from mltrack.experiment import Experiment
-from mltrack.precision import output_dtype
-from mltrack.run import Run
+from mltrack.measure.precision import output_dtype
+from mltrack.studies.data import images
+from mltrack.tracking.run import Run
 
 LOADERS = ("legacy", "tf_data")
 IMAGE_SIZE = 150
@@ -107,7 +107,7 @@ def train(cfg: Config, data: images.ImageFolder, run: Run) -> dict[str, float]:
     import keras
 
     from mltrack import keras as mk
-    from mltrack.plots import learning_curves
+    from mltrack.compare.plots import learning_curves
 
     keras.utils.set_random_seed(cfg.seed)
     train_data, test_data = loaders(cfg, data)

@@ -1,6 +1,6 @@
 """ResNet50, EfficientNet-B0 and ViT on CIFAR-10/100 as seed 004 trained them, with and without
 its speed techniques (004_a8bbd32af544c53e: SahilNokhwal/annt, "Accelerating Neural Network
-Training: A Brief Review"). Defaults are the seed's code per model and arm (mltrack/recipes.py):
+Training: A Brief Review"). Defaults: the seed's code per model and arm (studies/recipes.py):
 
 - resnet50: the CIFAR ResNet50 of ResNet50/main_resnet50_*.py (3x3 stride-1 stem, no max-pool)
   from scratch; batch 128 (evaluation 256), 30 epochs, Adam (weight decay 1e-3) under OneCycleLR
@@ -34,13 +34,13 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from mltrack import recipes, vision
 from mltrack.config import ExperimentConfig
 from mltrack.config import option as opt
-from mltrack.data import ArrayDataset, synthetic
 from mltrack.experiment import Experiment
-from mltrack.precision import PRECISIONS
-from mltrack.run import Run
+from mltrack.measure.precision import PRECISIONS
+from mltrack.studies import recipes, vision
+from mltrack.studies.data import ArrayDataset, synthetic
+from mltrack.tracking.run import Run
 
 
 @dataclass
@@ -120,7 +120,7 @@ def train(cfg: Config, data: ArrayDataset, run: Run) -> dict[str, float]:
     model = build_model(cfg, data.num_classes)
     run.log_params({"model.parameters": sum(p.numel() for p in model.parameters())})
     if cfg.model == "vit":  # through transformers.Trainer, as the seed
-        from mltrack.vit import fit_with_trainer
+        from mltrack.studies.vit import fit_with_trainer
 
         device = settings.resolved_device()
         metrics, test = fit_with_trainer(run, model.to(device), data, cfg, device.type == "cpu")

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from mltrack.config import ExperimentConfig, help_
-from mltrack.data import ArrayDataset, mnist_like, synthetic
 from mltrack.errors import bad_value
 from mltrack.experiment import Experiment
-from mltrack.precision import is_mixed, output_dtype
-from mltrack.run import Run
+from mltrack.measure.precision import is_mixed, output_dtype
+from mltrack.studies.data import ArrayDataset, mnist_like, synthetic
+from mltrack.tracking.run import Run
 
 PROBE_SIZE = 32
 PROTOCOLS = ("seed", "mltrack")

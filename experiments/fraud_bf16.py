@@ -24,15 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from mltrack import tabular
+from mltrack.compare.report import PRECISION_ROWS, Row, delta_table, fraction, groups_of, number
 from mltrack.config import ExperimentConfig, help_
-from mltrack.data import ArrayDataset, paysim
 from mltrack.errors import bad_value
 from mltrack.experiment import Experiment, RunResult
-from mltrack.metrics import binary_scores
-from mltrack.precision import output_dtype
-from mltrack.report import PRECISION_ROWS, Row, delta_table, fraction, groups_of, number
-from mltrack.run import Run
+from mltrack.measure.metrics import binary_scores
+from mltrack.measure.precision import output_dtype
+from mltrack.studies import tabular
+from mltrack.studies.data import ArrayDataset, paysim
+from mltrack.tracking.run import Run
 
 IMBALANCE = ("smote", "class_weight", "undersample", "none")
 SEED_ROWS = 42_270  # the rows of the seed's uploaded CSV after dropna

@@ -14,16 +14,16 @@ if TYPE_CHECKING:
     from mltrack.epochs import Epochs
     from mltrack.errors import UsageError
     from mltrack.experiment import Experiment
-    from mltrack.run import STATUS, Run, start_run
+    from mltrack.tracking.run import STATUS, Run, start_run
 
 _MODULES = {
     "ExperimentConfig": "mltrack.config",
     "Epochs": "mltrack.epochs",
     "UsageError": "mltrack.errors",
     "Experiment": "mltrack.experiment",
-    "STATUS": "mltrack.run",
-    "Run": "mltrack.run",
-    "start_run": "mltrack.run",
+    "STATUS": "mltrack.tracking.run",
+    "Run": "mltrack.tracking.run",
+    "start_run": "mltrack.tracking.run",
 }
 __all__ = ["STATUS", "Epochs", "Experiment", "ExperimentConfig", "Run", "UsageError", "start_run"]
 __version__ = "0.1.0"

@@ -12,16 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from mltrack import records
+from mltrack.compare.fetch import collector_paused
 from mltrack.errors import UsageError, bad_value
-from mltrack.fetch import collector_paused
-from mltrack.limits import redact_uri
-from mltrack.uris import resolve_tracking_uri
+from mltrack.tracking import records
+from mltrack.tracking.limits import redact_uri
+from mltrack.tracking.uris import resolve_tracking_uri
 
 
 def newest_experiment(uri: str) -> str | None:
     """The id of the experiment that changed last and has runs (the one to open first)."""
-    from mltrack.warmup import STORES
+    from mltrack.tracking.warmup import STORES
 
     client = STORES.client(uri)  # creates a new store's tables before `mlflow ui` opens it
     for experiment in client.search_experiments(order_by=["last_update_time DESC"]):
@@ -54,8 +54,8 @@ def share_runs_view(uri: str, experiment_id: str) -> str:
     """Save the runs-table view and return the query that opens it in the model-training mode."""
     import json
 
-    from mltrack.spool import tag_experiment
-    from mltrack.warmup import STORES
+    from mltrack.tracking.spool import tag_experiment
+    from mltrack.tracking.warmup import STORES
 
     runs = STORES.client(uri).search_runs([experiment_id], max_results=100)
     params = [k for k in VIEW_PARAMS if any(k in r.data.params for r in runs)]
@@ -97,10 +97,11 @@ def _ui(args: argparse.Namespace) -> int:
 @collector_paused()  # compare is short and allocates in bulk: MLflow's import, the runs
 def _compare(args: argparse.Namespace) -> int:
     """Regenerate the seeds' comparisons from the store."""
-    from mltrack import analysis, compare
-    from mltrack.analysis import Target
-    from mltrack.database import reading_client
-    from mltrack.warmup import STORES
+    from mltrack.compare import analysis
+    from mltrack.compare import command as compare
+    from mltrack.compare.analysis import Target
+    from mltrack.compare.database import reading_client
+    from mltrack.tracking.warmup import STORES
 
     uri = resolve_tracking_uri(args.tracking_uri)
     client = reading_client(uri, lambda: STORES.client(uri))  # reads; creates no store
@@ -144,8 +145,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     """End orphaned RUNNING runs as FAILED, with the reason."""
-    from mltrack import doctor
-    from mltrack.warmup import STORES
+    from mltrack.tracking import doctor
+    from mltrack.tracking.warmup import STORES
 
     uri = resolve_tracking_uri(args.tracking_uri)
     client = STORES.client(uri)
@@ -164,8 +165,8 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def _sync(args: argparse.Namespace) -> int:
     """Deliver the journals of runs that ended (or died) before their store took everything."""
-    from mltrack import spool
-    from mltrack.courier import Busy
+    from mltrack.tracking import spool
+    from mltrack.tracking.courier import Busy
 
     folder = Path(args.spool_dir) if args.spool_dir else spool.spool_dir()
     files = spool.pending(folder)
@@ -208,7 +209,7 @@ def _sync(args: argparse.Namespace) -> int:
 def _discard(files: list[Path], run_ids: list[str]) -> int:
     """``mltrack sync --discard RUN_ID``: delete those runs' journals, undelivered records
     included (the way out for a run whose experiment is gone for good)."""
-    from mltrack import spool
+    from mltrack.tracking import spool
 
     by_run = {spool.run_of(path): path for path in files}
     unknown = [r for r in run_ids if r not in by_run]
@@ -224,8 +225,8 @@ def _discard(files: list[Path], run_ids: list[str]) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     """Optuna over an experiment module; unknown flags go to the experiment."""
     from mltrack.errors import Terminated
-    from mltrack.process import sigterm_as_exception
     from mltrack.sweep import Sweep, from_namespace
+    from mltrack.tracking.process import sigterm_as_exception
 
     sweep = Sweep(from_namespace(args, args.passthrough))
     try:

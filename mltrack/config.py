@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar, NoReturn, TypeVar
 
 from mltrack.errors import UsageError, bad_value
-from mltrack.precision import PRECISIONS
+from mltrack.measure.precision import PRECISIONS
 
 C = TypeVar("C", bound="ExperimentConfig")
 
@@ -208,7 +208,7 @@ class ExperimentConfig:
             self._validate_resume(listed)
 
     def _validate_resume(self, precisions: list[str]) -> None:
-        from mltrack.resume import checkpoint_dir
+        from mltrack.tracking.resume import checkpoint_dir
 
         if len(precisions) > 1 or self.repeats > 1:
             raise bad_value("--resume", self.resume, "one run (one precision, --repeats 1)")

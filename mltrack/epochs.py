@@ -1,7 +1,7 @@
 """Your own training loop, measured like mltrack's: the ledger around your epochs.
 
 For a loop mltrack does not run (a custom PyTorch loop, JAX, anything), ``Epochs`` records
-the same per-epoch metrics under the same definitions (``mltrack/ledger.py``) as the Keras
+the same per-epoch metrics under the same definitions (``mltrack/measure/ledger.py``) as the Keras
 callback, the PyTorch loop and the Trainer callback: ``train_wall_s`` (from ``begin_epoch`` to
 ``begin_validation``), ``val_wall_s``, ``epoch_wall_s``, ``samples_per_s``, user/system CPU,
 ``peak_rss_mb``, noise (``cpu_steal_s``, ``other_cpu_s``), ``achieved_tflops``/``mfu`` when the
@@ -28,9 +28,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
-from mltrack.ledger import Ledger
-from mltrack.precision import COMPUTE_DTYPE, CONCRETE
-from mltrack.run import Run
+from mltrack.measure.ledger import Ledger
+from mltrack.measure.precision import COMPUTE_DTYPE, CONCRETE
+from mltrack.tracking.run import Run
 
 
 class Epochs:

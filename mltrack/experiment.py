@@ -22,21 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from mltrack import distributed, published, writer
+from mltrack.compare import published
+from mltrack.compare.report import Result, results_table
 from mltrack.config import ExperimentConfig, parse_config, quiet_frameworks
-from mltrack.environment import detect_hardware, gpu_energy_mj
 from mltrack.errors import Terminated, UsageError
-from mltrack.limits import redact_uri
-from mltrack.outcomes import describe, outcome_of
-from mltrack.precision import Resolved, resolve
-from mltrack.process import sigterm_as_exception
-from mltrack.records import REFUSED, refused_line
-from mltrack.report import Result, results_table
-from mltrack.resume import checkpoint_dir
-from mltrack.run import OFFLINE_ENV, Run, is_offline, start_run
-from mltrack.spool import spool_dir
-from mltrack.uris import resolve_tracking_uri, which_tracking_uri
-from mltrack.warmup import PROBES
+from mltrack.measure.environment import detect_hardware, gpu_energy_mj
+from mltrack.measure.precision import Resolved, resolve
+from mltrack.tracking import distributed, writer
+from mltrack.tracking.limits import redact_uri
+from mltrack.tracking.outcomes import describe, outcome_of
+from mltrack.tracking.process import sigterm_as_exception
+from mltrack.tracking.records import REFUSED, refused_line
+from mltrack.tracking.resume import checkpoint_dir
+from mltrack.tracking.run import OFFLINE_ENV, Run, is_offline, start_run
+from mltrack.tracking.spool import spool_dir
+from mltrack.tracking.uris import resolve_tracking_uri, which_tracking_uri
+from mltrack.tracking.warmup import PROBES
 
 C = TypeVar("C", bound=ExperimentConfig)
 D = TypeVar("D", bound="Dataset")
@@ -226,7 +227,7 @@ class Experiment(Generic[C, D]):
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         """``python -m experiments.NAME``; under a launcher, the ranks other than 0 train
-        without a store and print nothing but errors (``mltrack.distributed``)."""
+        without a store and print nothing but errors (``mltrack.tracking.distributed``)."""
         if not distributed.world().is_rank_zero:
             with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
                 return self._main(argv)

@@ -20,15 +20,15 @@ import pytest
 from pytest import approx
 
 ROOT = Path(__file__).resolve().parents[1]
-# One peak calibration (mltrack.efficiency) per machine for the whole suite, not one per test
-# HOME: the cache is keyed by the hardware fingerprint.
+# One peak calibration (mltrack.measure.efficiency) per machine for the whole suite, not one per
+# test HOME: the cache is keyed by the hardware fingerprint.
 CACHE = Path(tempfile.gettempdir()) / "mltrack-test-cache"
 os.environ["MLTRACK_CACHE_DIR"] = str(CACHE)
 
 # Runs opened in the pytest process itself are delivered by a writer on a thread of it (the
 # same couriers as the writer process's), not one process per test's spool folder; the modules
 # run as commands (``run_module``) start the real writer process, as users' do.
-from mltrack import writer  # noqa: E402
+from mltrack.tracking import writer  # noqa: E402
 
 writer.embed()
 
@@ -54,7 +54,7 @@ def store(tmp_path: Path) -> str:
 def client(store: str, monkeypatch):
     from mlflow import MlflowClient
 
-    from mltrack.uris import resolve_tracking_uri
+    from mltrack.tracking.uris import resolve_tracking_uri
 
     resolve_tracking_uri(store)
     # MLflow 3.17 resolves a run's logged model (runs:/ID/model, list_artifacts(ID, "model"))
@@ -185,7 +185,8 @@ def http_get(url: str) -> tuple[int, bytes]:
 
 
 def check_timing_model(client, run_id: str, train_samples: int, validation_s: float) -> None:
-    """The definitions of mltrack.ledger, the same for Keras and torch (tests/test_torch.py).
+    """The definitions of mltrack.measure.ledger, the same for Keras and torch
+    (tests/test_torch.py).
 
     ``validation_s``: one validation pass over the same data, timed by the test right after
     training: the reference ``val_wall_s`` is held to, so the check holds on a busy machine

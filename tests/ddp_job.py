@@ -21,8 +21,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import mltrack
-from mltrack import distributed
 from mltrack import torch as mt
+from mltrack.tracking import distributed
 
 
 def faulty_forward(fault: str, rank: int, step: int, loss_fn: Any) -> Any:

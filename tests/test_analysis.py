@@ -10,11 +10,11 @@ import psutil
 import pytest
 
 from mltrack import cli
-from mltrack.analysis import LOST_SHARE, Target, lost_share
-from mltrack.efficiency import gpu_peaks, per_epoch
+from mltrack.compare.analysis import LOST_SHARE, Target, lost_share
 from mltrack.errors import UsageError
-from mltrack.ledger import Ledger
-from mltrack.run import start_run
+from mltrack.measure.efficiency import gpu_peaks, per_epoch
+from mltrack.measure.ledger import Ledger
+from mltrack.tracking.run import start_run
 from tests.conftest import all_runs
 
 
@@ -145,7 +145,7 @@ def log_job(
     epoch_metrics: dict[str, float] | None = None,
     precision: str = "fp32",
 ) -> str:
-    """A run as a job of ``size`` processes on one node logs it (``mltrack.distributed``):
+    """A run as a job of ``size`` processes on one node logs it (``mltrack.tracking.distributed``):
     world size, nodes and processes per node as params, the counted hardware as a tag, the
     job's global samples/s; ``size`` 1 logs none of them, as runs from before data parallelism."""
     params = {"precision": precision, "epochs": 4, "effective_batch_size": 64 * size}
@@ -168,7 +168,8 @@ def test_scaling_table_puts_world_sizes_of_one_workload_side_by_side(store, caps
     in bulk from the database (the command's path) or through MLflow's search_runs."""
     from mlflow import MlflowClient
 
-    from mltrack import compare, fetch
+    from mltrack.compare import command as compare
+    from mltrack.compare import fetch
 
     for rate in (98.0, 102.0):  # one process: no world_size param, as before this change
         log_job(store, 1, [0.5, 0.8, 0.92, 0.95], 10.0, {"steady_samples_per_s": rate})

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from mltrack.artifacts import max_abs_diff
+from mltrack.export.artifacts import max_abs_diff
 
 
 def test_identical_arrays_differ_by_zero():

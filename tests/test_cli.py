@@ -10,7 +10,7 @@ import urllib.request
 
 import psutil
 
-from mltrack.run import start_run
+from mltrack.tracking.run import start_run
 from tests.conftest import http_get, ui_server
 
 

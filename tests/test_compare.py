@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from mltrack import cli
-from mltrack import compare as compare_module
-from mltrack.run import start_run
+from mltrack.compare import command as compare_module
+from mltrack.tracking.run import start_run
 from tests.conftest import all_runs
 
 CPU = {"hw.label": "Xeon (2 cores)", "hw.gpu_count": "0", "hw.fingerprint": "cpu1"}
@@ -189,7 +189,7 @@ def test_printed_tables_ask_the_store_for_no_metric_history(
 
 
 def test_a_chart_averages_an_even_sample_of_a_large_group():
-    from mltrack.fetch import sample
+    from mltrack.compare.fetch import sample
 
     assert sample(list(range(10)), 20) == list(range(10))
     assert sample(list(range(101)), 5) == [0, 25, 50, 75, 100]
@@ -198,7 +198,7 @@ def test_a_chart_averages_an_even_sample_of_a_large_group():
 
 def test_runs_are_read_page_by_page(store_with_runs, client, monkeypatch):
     """Where runs are not read in bulk (a tracking server), every page of search_runs is."""
-    from mltrack import fetch
+    from mltrack.compare import fetch
 
     monkeypatch.setattr(fetch, "SEARCH_PAGE", 1)
     study = client.get_experiment_by_name("study").experiment_id
@@ -207,7 +207,7 @@ def test_runs_are_read_page_by_page(store_with_runs, client, monkeypatch):
 
 def test_a_tracking_server_gets_concurrent_per_run_calls(store_with_runs, client):
     """A client with no bulk call (an HTTP store): per-run calls, the same histories."""
-    from mltrack.fetch import metric_histories
+    from mltrack.compare.fetch import metric_histories
 
     class Http:  # what metric_histories may use of an MlflowClient over REST
         get_metric_history = staticmethod(client.get_metric_history)
@@ -337,7 +337,7 @@ EPYC = {"hw.label": "AMD EPYC (2 cores)", "hw.gpu_count": "0", "hw.fingerprint":
 
 
 def log_job(store, wall, size=1, nodes=1):
-    """A run of ``size`` processes over ``nodes`` machines, as ``mltrack.distributed`` logs
+    """A run of ``size`` processes over ``nodes`` machines, as ``mltrack.tracking.distributed`` logs
     it; one process logs no world size, as runs from before data parallelism."""
     params, tags = {"precision": "fp32"}, dict(EPYC)
     if size > 1:
@@ -390,7 +390,7 @@ def test_non_finite_metrics_are_shown_as_such_left_out_of_means_and_named(
 
 
 def test_results_md_of_a_study_names_a_non_finite_run():
-    from mltrack.report import Result, results_table
+    from mltrack.compare.report import Result, results_table
 
     results = [
         Result("fp32", "completed", {"total_wall_s": 10.0}, name="run-a"),

@@ -1,7 +1,7 @@
 """Many processes opening a store or a study storage that does not exist yet (issue 18).
 
 Real processes on real sqlite files and a real PostgreSQL server, all started at once: MLflow
-and Optuna create their tables without a lock, so before ``mltrack.creation`` these crashed
+and Optuna create their tables without a lock, so before ``mltrack.tracking.creation`` these crashed
 with alembic tracebacks and left a broken database, and sweep workers made a parent run each.
 """
 

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from mltrack import distributed
-from mltrack.distributed import World, merge_epoch, world
-from mltrack.follower import Follower
-from mltrack.ledger import Ledger
+from mltrack.measure.ledger import Ledger
+from mltrack.tracking import distributed
+from mltrack.tracking.distributed import World, merge_epoch, world
+from mltrack.tracking.follower import Follower
 from tests.conftest import all_runs
 
 TORCHRUN = {

@@ -7,8 +7,9 @@ import socket
 import time
 from types import SimpleNamespace
 
-from mltrack import cli, doctor
-from mltrack.process import HEARTBEAT_TAG, HOST_TAG, PID_START_TAG, PID_TAG
+from mltrack import cli
+from mltrack.tracking import doctor
+from mltrack.tracking.process import HEARTBEAT_TAG, HOST_TAG, PID_START_TAG, PID_TAG
 from tests.conftest import all_runs, epochs_logged, start_training, wait_until
 
 
@@ -66,7 +67,7 @@ def test_sigkilled_training_is_ended_failed_by_doctor(tmp_path, client, store, c
         [writer] = [
             child
             for child in psutil.Process(proc.pid).children()
-            if "mltrack.writer" in child.cmdline()
+            if "mltrack.tracking.writer" in child.cmdline()
         ]
         writer.kill()  # not our child: dead once a zombie of the training's
         wait_until(lambda: writer.status() == psutil.STATUS_ZOMBIE, 30, "the writer killed")

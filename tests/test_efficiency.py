@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mltrack.efficiency import bounded, per_epoch
+from mltrack.measure.efficiency import bounded, per_epoch
 
 
 def test_a_cpu_16_bit_peak_is_at_least_its_fp32_peak():

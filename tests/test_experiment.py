@@ -9,10 +9,10 @@ from typing import ClassVar
 
 import pytest
 
-from mltrack import compare
+from mltrack.compare import command as compare
 from mltrack.config import ExperimentConfig
 from mltrack.experiment import Experiment
-from mltrack.run import Run
+from mltrack.tracking.run import Run
 from tests.conftest import all_runs, study_runs
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from mltrack import artifacts
-from mltrack.run import start_run
+from mltrack.export import artifacts
+from mltrack.tracking.run import start_run
 from tests.conftest import all_runs
 
 pytestmark = pytest.mark.torch

@@ -1,5 +1,5 @@
-"""``mltrack.fetch``: the bulk read of runs returns what MLflow's own ``search_runs`` returns,
-on a real sqlite store and a real PostgreSQL server, with and without a filter string."""
+"""``mltrack.compare.fetch``: the bulk read of runs returns what MLflow's own ``search_runs``
+returns, on a real sqlite store and a real PostgreSQL server, with and without a filter string."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 
-from mltrack import cache, database, fetch
-from mltrack.run import start_run
+from mltrack import cache
+from mltrack.compare import database, fetch
+from mltrack.tracking.run import start_run
 from tests.postgres import postgres_server
 
 # Each selects some of the active runs, not all (checked below), except the last: none.

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mltrack.huggingface import MltrackCallback
-from mltrack.run import start_run
+from mltrack.tracking.run import start_run
 from tests.conftest import all_runs
 
 pytestmark = pytest.mark.torch

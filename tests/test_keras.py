@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mltrack.run import start_run
+from mltrack.tracking.run import start_run
 from tests.conftest import all_runs, check_timing_model
 
 pytestmark = pytest.mark.tf

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from mltrack.ledger import Ledger
+from mltrack.measure.ledger import Ledger
 
 
 def busy(seconds: float) -> None:
@@ -76,7 +76,11 @@ def test_peak_memory_is_this_process_not_the_parent_it_was_forked_from():
 
     ballast = b"\x01" * (600 * 2**20)  # this process (the parent) holds 600 MiB, touched
     child = subprocess.run(
-        [sys.executable, "-c", "from mltrack.ledger import peak_rss_mb; print(peak_rss_mb())"],
+        [
+            sys.executable,
+            "-c",
+            "from mltrack.measure.ledger import peak_rss_mb; print(peak_rss_mb())",
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -9,10 +9,11 @@ import time
 
 import pytest
 
-from mltrack import cache, peaks
-from mltrack.efficiency import per_epoch
-from mltrack.environment import Hardware
-from mltrack.ledger import Ledger
+from mltrack import cache
+from mltrack.measure import peaks
+from mltrack.measure.efficiency import per_epoch
+from mltrack.measure.environment import Hardware
+from mltrack.measure.ledger import Ledger
 
 AVX512 = {"fma", "avx2", "avx512f"}
 CPU = Hardware("Test CPU", 2, True, False)
@@ -70,7 +71,7 @@ def test_an_epoch_that_beats_the_peak_raises_it_here_and_in_the_cache(tmp_path, 
     monkeypatch.setenv("MLTRACK_CACHE_DIR", str(tmp_path))
     key = f"{CPU.fingerprint}/tensorflow"
     cache.keep("peaks.json", key, {"peaks": {"fp32": 0.2}, "shapes": list(peaks.SHAPES)})
-    monkeypatch.setattr("mltrack.ledger.detect_hardware", lambda: CPU)
+    monkeypatch.setattr("mltrack.measure.ledger.detect_hardware", lambda: CPU)
     monkeypatch.setattr(peaks, "bounds", lambda hardware: ({"fp32": 0.3}, ""))
     tags: dict[str, str] = {}
     ledger = Ledger()

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from mltrack.environment import Gpu, Hardware
-from mltrack.precision import CONCRETE, KERAS_POLICY, output_dtype, resolve
+from mltrack.measure.environment import Gpu, Hardware
+from mltrack.measure.precision import CONCRETE, KERAS_POLICY, output_dtype, resolve
 
 CPU = Hardware("Some CPU", 2, avx512_bf16=False, amx_bf16=False)
 

@@ -6,8 +6,17 @@ import json
 
 import pytest
 
-from mltrack import records
-from mltrack.records import Artifact, Inputs, Point, Register, Values, decode, encode, next_unit
+from mltrack.tracking import records
+from mltrack.tracking.records import (
+    Artifact,
+    Inputs,
+    Point,
+    Register,
+    Values,
+    decode,
+    encode,
+    next_unit,
+)
 
 EVERY_KIND = [
     Point("val_loss", 0.25, 3, 1_700_000_000_123),

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mltrack.data import fingerprint
 from mltrack.errors import Terminated
-from mltrack.limits import REDACTED, redact_uri
-from mltrack.run import STATUS, start_run
+from mltrack.studies.data import fingerprint
+from mltrack.tracking.limits import REDACTED, redact_uri
+from mltrack.tracking.run import STATUS, start_run
 from tests.conftest import all_runs
 
 
@@ -185,7 +185,7 @@ def test_credentials_in_uris_are_redacted_wherever_they_are_logged(store, client
 
 
 def test_default_store_is_sqlite_under_mlruns(tmp_path, monkeypatch):
-    from mltrack.uris import resolve_tracking_uri
+    from mltrack.tracking.uris import resolve_tracking_uri
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -210,9 +210,9 @@ def test_artifacts_cannot_leave_the_run_artifact_root(store, client, tmp_path, w
 def test_datasets_are_mlflow_dataset_inputs_with_digest_and_context(store, client, tmp_path):
     import numpy as np
 
-    from mltrack import spool
-    from mltrack.data import ArrayDataset
-    from mltrack.spool import Journal
+    from mltrack.studies.data import ArrayDataset
+    from mltrack.tracking import spool
+    from mltrack.tracking.spool import Journal
 
     rng = np.random.default_rng(0)
     data = ArrayDataset(

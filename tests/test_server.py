@@ -75,7 +75,7 @@ def mlflow_server(
 
 def journal_records(folder: Path) -> list[dict]:
     """Every record in the journals under ``folder`` (what a run wrote ahead of delivery)."""
-    from mltrack import spool
+    from mltrack.tracking import spool
 
     return [r for path in spool.pending(folder) for r in spool.read(path)[1]]
 
@@ -256,7 +256,7 @@ def test_basic_auth_refuses_requests_without_credentials(tmp_path):
             password,
         )
         try:
-            from mltrack.run import start_run
+            from mltrack.tracking.run import start_run
 
             with start_run("auth-check", tracking_uri=f"http://127.0.0.1:{port}") as run:
                 run.end_epoch(0, {"loss": 1.0})

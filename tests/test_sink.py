@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from mltrack.records import Artifact, Point, Record, Values
-from mltrack.sink import Sink
+from mltrack.tracking.records import Artifact, Point, Record, Values
+from mltrack.tracking.sink import Sink
 
 
 class FakeJournal:

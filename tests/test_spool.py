@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from mltrack import cli, spool
-from mltrack.run import start_run
-from mltrack.spool import Journal
-from mltrack.warmup import STORES
+from mltrack import cli
+from mltrack.tracking import spool
+from mltrack.tracking.run import start_run
+from mltrack.tracking.spool import Journal
+from mltrack.tracking.warmup import STORES
 from tests.conftest import all_runs, wait_until
 
 
@@ -73,7 +74,7 @@ def test_tags_and_artifacts_logged_while_away_survive_the_points_arriving(
 def test_still_away_at_the_end_returns_and_the_writer_delivers_when_the_store_is_back(
     store, client, spool_dir, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr("mltrack.run.END_TIMEOUT_S", 0.5)
+    monkeypatch.setattr("mltrack.tracking.run.END_TIMEOUT_S", 0.5)
     model = tmp_path / "model.json"
     model.write_text("{}")
     with start_run("away", tracking_uri=store) as run:

@@ -8,9 +8,10 @@ import sys
 import optuna
 from mlflow import MlflowClient
 
-from mltrack import cli, spool
-from mltrack.records import REFUSED
-from mltrack.run import start_run
+from mltrack import cli
+from mltrack.tracking import spool
+from mltrack.tracking.records import REFUSED
+from mltrack.tracking.run import start_run
 from tests.conftest import env_for, epochs_logged, start_training, wait_until
 from tests.test_concurrent_starts import TRAIN
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mltrack.config import ExperimentConfig
-from mltrack.environment import Gpu, Hardware
 from mltrack.errors import UsageError
+from mltrack.measure.environment import Gpu, Hardware
 from mltrack.sweep import Objective, SearchSpace, read_space_file
 
 CPU_BF16 = Hardware("Xeon", 2, avx512_bf16=True, amx_bf16=False)
@@ -73,8 +73,8 @@ def test_objective_parsing():
 def test_parameter_importances_reach_the_parent_once_five_trials_completed(store, client):
     import optuna
 
-    from mltrack.run import start_run
     from mltrack.sweep.parent import log_importances
+    from mltrack.tracking.run import start_run
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))

@@ -13,10 +13,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from mltrack import torch as mt
-from mltrack.metrics import classification_scores
-from mltrack.run import start_run
+from mltrack.measure.metrics import classification_scores
 from mltrack.torch import steps
 from mltrack.torch.batches import window_weights
+from mltrack.tracking.run import start_run
 from tests.conftest import all_runs, check_timing_model
 
 pytestmark = pytest.mark.torch

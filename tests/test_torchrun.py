@@ -72,7 +72,7 @@ def test_cifar_torch_under_torchrun_is_one_run_whose_test_accuracy_is_the_export
     assert tags["reload_ok"] == "true"
 
     # One process evaluating the exported model on the whole test set gets the run's figure.
-    from mltrack.data import synthetic
+    from mltrack.studies.data import synthetic
 
     data = synthetic.images((32, 32, 3), 10, size, max(size // 4, 8), 0)
     folder = client.download_artifacts(run.info.run_id, "model", str(tmp_path / "exported"))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from mltrack.run import start_run
+from mltrack.tracking.run import start_run
 from tests.conftest import ROOT, ui_server
 
 CHROMIUM = "/usr/bin/chromium"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from mltrack import cli
-from mltrack.limits import redact_uri, userinfo_problem
-from mltrack.uris import which_tracking_uri
+from mltrack.tracking.limits import redact_uri, userinfo_problem
+from mltrack.tracking.uris import which_tracking_uri
 
 # Every character that ends a URI's user information (RFC 3986 §3.2.1), and a stray "%".
 UNENCODED = ["@", "/", "?", "#", "[", "]", "%zz"]

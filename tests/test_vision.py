@@ -1,4 +1,5 @@
-"""Seed 004's networks, weights and recipes (mltrack.vision, cifar_resnet, recipes), no training."""
+"""Seed 004's networks, weights and recipes (mltrack.studies.vision, cifar_resnet, recipes), no
+training."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from mltrack import recipes, vision
-from mltrack.cifar_resnet import CifarResNet50
 from mltrack.errors import UsageError
+from mltrack.studies import recipes, vision
+from mltrack.studies.cifar_resnet import CifarResNet50
 
 pytestmark = pytest.mark.torch
 

@@ -17,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException, RestException, get_error_code
 
-from mltrack import records
+from mltrack.tracking import records
 from tests.conftest import all_runs, env_for, wait_until
 from tests.test_cli import free_port
 from tests.test_server import mlflow_server
@@ -161,7 +161,7 @@ def test_a_refused_record_is_named_at_once_set_aside_and_the_rest_delivered(tmp_
 def writer_of(pid: int) -> psutil.Process:
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
-        if "mltrack.writer" in cmdline and f'"pid": {pid}' in " ".join(cmdline):
+        if "mltrack.tracking.writer" in cmdline and f'"pid": {pid}' in " ".join(cmdline):
             return process
     raise AssertionError(f"no writer process for {pid}")
 
@@ -185,7 +185,7 @@ def test_the_writer_killed_mid_run_training_goes_on_and_the_next_writer_delivers
 def test_two_syncs_at_once_deliver_each_record_once(tmp_path, store):
     """A journal left by a dead process, synced by two ``mltrack sync`` at once: the
     points they report sent add up to the journal's, once."""
-    from mltrack.spool import Journal
+    from mltrack.tracking.spool import Journal
 
     client = MlflowClient(store)
     run_id = client.create_run(client.create_experiment("s")).info.run_id

@@ -1,12 +1,13 @@
 """mltrack for Hugging Face's ``transformers.Trainer``: a ``TrainerCallback`` feeding the ledger.
 
 Like transformers' own ``MLflowCallback`` (``integrations/integration_utils.py``) it only
-translates Trainer events into calls on ``mltrack.run.Run`` and ``mltrack.ledger.Ledger``, so
-a Trainer run gets the per-epoch metrics of ``mltrack.torch.fit`` under the same definitions
-(``mltrack/ledger.py``): ``train_wall_s``, ``val_wall_s``, ``epoch_wall_s``, ``samples_per_s``,
-epoch user/system CPU, ``peak_rss_mb``, ``achieved_tflops``/``mfu`` when the FLOPs per sample
-are given, ``loss`` and the evaluation's ``val_*``, ``optimizer_steps`` and ``learning_rate``,
-then the summary at step 0 (the loop's ``data_wait_s`` and ``compute_s`` need its internals).
+translates Trainer events into calls on ``mltrack.tracking.run.Run`` and
+``mltrack.measure.ledger.Ledger``, so a Trainer run gets the per-epoch metrics of
+``mltrack.torch.fit`` under the same definitions (``mltrack/measure/ledger.py``): ``train_wall_s``,
+``val_wall_s``, ``epoch_wall_s``, ``samples_per_s``, epoch user/system CPU, ``peak_rss_mb``,
+``achieved_tflops``/``mfu`` when the FLOPs per sample are given, ``loss`` and the evaluation's
+``val_*``, ``optimizer_steps`` and ``learning_rate``, then the summary at step 0 (the loop's
+``data_wait_s`` and ``compute_s`` need its internals).
 
 Events and what they mean here (transformers 5.x, ``Trainer._run_epoch``; both strategies
 ``"epoch"``, which ``on_train_begin`` checks and warns about otherwise):
@@ -25,7 +26,7 @@ What ran, not what was asked: ``TrainingArguments(fp16=True)`` on a CPU trains i
 state inside the first training forward pass (a forward pre-hook, removed after it fired) and
 tags that as ``torch.precision_run``, beside ``torch.device``. The ``TrainingArguments`` are
 logged as ``hf.*`` params (not the temporary folders). A logging failure is MLflow's to
-journal (``mltrack.sink``); nothing here stops training but a NaN loss or a sweep's pruner.
+journal (``mltrack.tracking.sink``); nothing here stops training but a NaN loss or a sweep's pruner.
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from mltrack import distributed
-from mltrack.ledger import Ledger
-from mltrack.run import Run
+from mltrack.measure.ledger import Ledger
 from mltrack.torch.loop import gpu_peak
+from mltrack.tracking import distributed
+from mltrack.tracking.run import Run
 
 # What autocast ran, as mltrack's precision vocabulary names it.
 AUTOCAST_PRECISION = {torch.float16: "mixed_fp16", torch.bfloat16: "mixed_bf16"}
@@ -131,7 +132,7 @@ class MltrackCallback(TrainerCallback):
     def _open_child(self, state: Any) -> None:
         """A search's trial (``state.trial_params``), or a second ``train()`` with this
         callback: its own run, a child of the callback's run, with its own epochs from 0."""
-        from mltrack.run import start_run
+        from mltrack.tracking.run import start_run
 
         self._close_child()
         name = state.trial_name or f"train-{self.trainings}"

@@ -11,7 +11,7 @@ Track your own compiled model and your own ``fit``::
         mk.export(run, model, x_val[:32], precision="fp32")   # optional: a verified model
 
 Per epoch (step = epoch) the run gets Keras' logs (loss, accuracy, val_*) and the ledger's
-timings, CPU, memory, noise and MFU (``mltrack/ledger.py``); at the start the dtype tags of
+timings, CPU, memory, noise and MFU (``mltrack/measure/ledger.py``); at the start the dtype tags of
 what really computes (``keras.compute_dtypes``, ``precision``); at the end the summary. A NaN
 loss stops training and ends the run ``diverged``. ``fit``/``evaluate`` wrap the same for the
 bundled experiments; ``precision_policy`` builds a model under a precision of the vocabulary.

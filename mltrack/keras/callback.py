@@ -1,6 +1,6 @@
 """Keras hooks: precision policies, a callback that feeds a run, and fit/evaluate helpers.
 
-The callback only translates Keras events into calls on ``mltrack.run.Run``. It sets
+The callback only translates Keras events into calls on ``mltrack.tracking.run.Run``. It sets
 ``async_safe`` so that Keras (3.15+) dispatches its batch hooks on a worker thread: a batch hook
 here appends to the sink's queue and never holds up the training step. Batch hooks exist only
 on the subclass used for per-step logging or per-step divergence checks, because the mere
@@ -18,14 +18,14 @@ from typing import Any
 
 import keras
 
-from mltrack import distributed
 from mltrack.errors import bad_value
 from mltrack.keras.multi_worker import repair_fit
-from mltrack.ledger import Ledger
-from mltrack.metrics import binary_scores
-from mltrack.precision import KERAS_POLICY
-from mltrack.resume import checkpoint_dir, mark_epoch
-from mltrack.run import Run
+from mltrack.measure.ledger import Ledger
+from mltrack.measure.metrics import binary_scores
+from mltrack.measure.precision import KERAS_POLICY
+from mltrack.tracking import distributed
+from mltrack.tracking.resume import checkpoint_dir, mark_epoch
+from mltrack.tracking.run import Run
 
 ON_DIVERGENCE = ("stop", "continue")
 WEIGHTS = "checkpoint.weights.h5"  # a resumable run's weights after its last epoch
@@ -55,7 +55,7 @@ def _floats(logs: Mapping[str, Any] | None) -> dict[str, float]:
 def dense_shapes(model: Any, samples: int | None, steps: int) -> list[tuple[int, int, int]]:
     """The matmuls (M, K, N) of the model's dense layers in a training step of the batch
     ``samples / steps``: forward (batch × in · in × out), weight gradient and input gradient;
-    [] when the batch is not known. The peak calibration times these too (mltrack.peaks)."""
+    [] when the batch is not known. The peak calibration times these too (mltrack.measure.peaks)."""
     if not samples or not steps:
         return []
     batch = math.ceil(samples / steps)
@@ -111,7 +111,7 @@ class Callback(keras.callbacks.Callback):
         return int(self.params.get("steps") or 0) if self.params else 0
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-        from mltrack.efficiency import keras_flops_per_sample
+        from mltrack.measure.efficiency import keras_flops_per_sample
 
         # What really computes, read from the model (a user's own fit gets the tags too).
         self.run.set_tags(dtype_tags(self.model))

@@ -1,6 +1,6 @@
 """Keras under ``MultiWorkerMirroredStrategy`` (a ``TF_CONFIG`` naming several workers).
 
-Only the chief owns the job's run (``mltrack.distributed``); every worker runs the same
+Only the chief owns the job's run (``mltrack.tracking.distributed``); every worker runs the same
 ``model.fit`` and the same callback, whose run is a ``Follower`` there. Two things need help:
 
 - **Keras 3's own fit does not train multi-worker** (Keras 3.5 to 3.15 with TensorFlow 2.16 to
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from mltrack import distributed
-from mltrack.artifacts import export_keras
-from mltrack.run import Run
+from mltrack.export.artifacts import export_keras
+from mltrack.tracking import distributed
+from mltrack.tracking.run import Run
 
 _REPAIRED: list[bool] = []
 
@@ -97,7 +97,7 @@ def export(
     register: str = "",
     rescale: float = 0.0,
 ) -> bool:
-    """``mltrack.artifacts.export_keras`` (the same arguments and result); under a
+    """``mltrack.export.artifacts.export_keras`` (the same arguments and result); under a
     multi-worker ``TF_CONFIG`` the chief exports a ``local_copy`` and the others nothing, so
     call it on every worker or on the chief alone, outside ``strategy.scope()``."""
     if run.is_rank_zero and not run.stopping and distributed.world().launcher == "tf_config":

@@ -16,8 +16,8 @@ any other error                          FAIL             FAILED                
 its worker died (heartbeat went stale)   FAIL, retried    FAILED                failed
 =======================================  ===============  ====================  =============
 
-The MLflow status comes from ``outcome`` through ``mltrack.run.STATUS``, the table every run
-uses; the Optuna state from the same outcome in ``worker.Sweep.objective``. A FAIL never
+The MLflow status comes from ``outcome`` through ``mltrack.tracking.run.STATUS``, the table every
+run uses; the Optuna state from the same outcome in ``worker.Sweep.objective``. A FAIL never
 becomes the best trial. Many workers join one study by running the same command
 against one ``--storage`` (PostgreSQL); a worker killed mid-trial stops sending heartbeats, and
 the next worker to look fails that trial and queues a retry with the same parameters

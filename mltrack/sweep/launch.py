@@ -4,9 +4,9 @@ The worker (the process in the Optuna loop) suggests the trial's parameters as a
 starts N processes on this machine through PyTorch's own launcher API
 (``torch.distributed.launcher.api.elastic_launch``, what ``torchrun --standalone`` runs), each
 calling the experiment's ``run_one`` with the trial's config. As under ``torchrun``, the job is
-one run, owned by rank 0 (``mltrack.distributed``): rank 0 opens it under the study's parent
-run and carries the trial's hook (``mltrack.sweep.trial``), so it reports each epoch to Optuna
-and takes the pruner's decision, which every rank obeys (``decided_on_rank_zero``). Rank 0's
+one run, owned by rank 0 (``mltrack.tracking.distributed``): rank 0 opens it under the study's
+parent run and carries the trial's hook (``mltrack.sweep.trial``), so it reports each epoch to
+Optuna and takes the pruner's decision, which every rank obeys (``decided_on_rank_zero``). Rank 0's
 outcome and metrics come back to the worker, which ends the Optuna trial as for any trial.
 
 Every rank loads the data itself (a rank is a fresh process). On a CPU each rank gets one
@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mltrack.precision import Resolved
+from mltrack.measure.precision import Resolved
 from mltrack.sweep.args import SweepArgs
 from mltrack.sweep.space import Objective
 
@@ -104,12 +104,12 @@ def rank_main(job: Job) -> tuple[str, str, dict[str, float], str] | None:
     error, metrics and id; the other ranks train without a run and print nothing."""
     import optuna
 
-    from mltrack import distributed
     from mltrack.config import quiet_frameworks
-    from mltrack.run import Run
     from mltrack.sweep.args import load_experiment
     from mltrack.sweep.study import make_pruner, quiet_optuna
     from mltrack.sweep.trial import attach
+    from mltrack.tracking import distributed
+    from mltrack.tracking.run import Run
 
     experiment = load_experiment(job.module)
     quiet_frameworks(job.cfg.verbose, experiment.framework)

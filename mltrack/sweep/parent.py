@@ -9,12 +9,12 @@ import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from mltrack.creation import creation_lock
 from mltrack.errors import UsageError
-from mltrack.limits import redact_uri
-from mltrack.run import Run, start_run
-from mltrack.spool import tag_run
-from mltrack.warmup import STORES
+from mltrack.tracking.creation import creation_lock
+from mltrack.tracking.limits import redact_uri
+from mltrack.tracking.run import Run, start_run
+from mltrack.tracking.spool import tag_run
+from mltrack.tracking.warmup import STORES
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ def shared_parent(
     """The study's parent run: opened by the first worker, attached to by the others.
 
     Its id is kept in the study. Looking it up and creating it happen under the ``parent``
-    lock of the study's ``storage`` (``mltrack.creation``), so workers started together still
-    share one. The worker that opened it ends it through the run lifecycle (FAILED if that
+    lock of the study's ``storage`` (``mltrack.tracking.creation``), so workers started together
+    still share one. The worker that opened it ends it through the run lifecycle (FAILED if that
     worker failed); any other worker brings it back to FINISHED when it ends normally, so the
     last worker to finish leaves its final state, and removes an ``error`` tag an earlier
     failure left, which is then no longer true.

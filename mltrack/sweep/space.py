@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from mltrack.config import ExperimentConfig
-from mltrack.environment import Hardware
 from mltrack.errors import bad_value
-from mltrack.precision import CONCRETE, resolve
+from mltrack.measure.environment import Hardware
+from mltrack.measure.precision import CONCRETE, resolve
 
 
 @dataclass

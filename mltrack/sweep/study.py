@@ -7,12 +7,12 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from mltrack.creation import open_once
 from mltrack.errors import UsageError, bad_value
-from mltrack.limits import redact_uri, userinfo_problem
 from mltrack.sweep.args import SweepArgs
 from mltrack.sweep.space import SearchSpace
-from mltrack.uris import sqlite_path
+from mltrack.tracking.creation import open_once
+from mltrack.tracking.limits import redact_uri, userinfo_problem
+from mltrack.tracking.uris import sqlite_path
 
 
 def open_storage(args: SweepArgs, on_stale: Any) -> Any:
@@ -28,7 +28,7 @@ def open_storage(args: SweepArgs, on_stale: Any) -> Any:
     if args.storage.startswith("postgresql"):
         engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
     try:
-        # Creating a new storage's tables is serialised between workers (mltrack.creation).
+        # Creating a new storage's tables is serialised between workers (mltrack.tracking.creation).
         return open_once(
             args.storage,
             lambda: optuna.storages.RDBStorage(

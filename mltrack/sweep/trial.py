@@ -13,8 +13,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mltrack.run import Run
 from mltrack.sweep.space import Objective
+from mltrack.tracking.run import Run
 
 
 def attach(

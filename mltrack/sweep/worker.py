@@ -12,14 +12,10 @@ import time
 from typing import Any
 
 from mltrack.config import quiet_frameworks
-from mltrack.environment import detect_hardware
 from mltrack.errors import Terminated, UsageError
 from mltrack.experiment import mltrack_command
-from mltrack.limits import redact_uri
-from mltrack.outcomes import describe, outcome_of
-from mltrack.precision import resolve
-from mltrack.run import Run
-from mltrack.spool import end_orphan
+from mltrack.measure.environment import detect_hardware
+from mltrack.measure.precision import resolve
 from mltrack.sweep import launch
 from mltrack.sweep.args import SweepArgs, load_experiment
 from mltrack.sweep.parent import log_importances, log_plots, mark_best, shared_parent
@@ -33,8 +29,12 @@ from mltrack.sweep.study import (
     quiet_optuna,
 )
 from mltrack.sweep.trial import attach
-from mltrack.uris import resolve_tracking_uri
-from mltrack.warmup import STORES
+from mltrack.tracking.limits import redact_uri
+from mltrack.tracking.outcomes import describe, outcome_of
+from mltrack.tracking.run import Run
+from mltrack.tracking.spool import end_orphan
+from mltrack.tracking.uris import resolve_tracking_uri
+from mltrack.tracking.warmup import STORES
 
 
 class Sweep:
@@ -88,7 +88,7 @@ class Sweep:
 
     def _end_orphans(self) -> None:
         """Runs of this experiment left RUNNING by dead processes end FAILED before we start."""
-        from mltrack import doctor
+        from mltrack.tracking import doctor
 
         client = STORES.client(self.tracking_uri)
         ids = doctor.experiment_ids(client, self.cfg.experiment or self.experiment.name)
@@ -107,7 +107,7 @@ class Sweep:
                 f"{o.metric}:{o.direction}" for o in self.args.objectives
             ),
             "sweep.space": dataclasses.asdict(self.space),
-            "sweep.storage": self.args.storage,  # credentials redacted by mltrack.limits
+            "sweep.storage": self.args.storage,  # credentials redacted by mltrack.tracking.limits
             "sweep.passthrough": " ".join(self.args.passthrough),
         }
 

@@ -17,8 +17,8 @@ Your own loop instead: ``mltrack.Epochs`` (the ledger around your epochs), with
 ``flops_per_sample`` for MFU.
 """
 
-from mltrack.artifacts import export_torch as export
-from mltrack.efficiency import torch_flops_per_sample as flops_per_sample
+from mltrack.export.artifacts import export_torch as export
+from mltrack.measure.efficiency import torch_flops_per_sample as flops_per_sample
 from mltrack.torch.loop import Settings, evaluate, fit, prepare
 from mltrack.torch.modules import ImageInput, Logits
 

@@ -1,6 +1,6 @@
 """The training state ``mltrack.torch.fit`` keeps each epoch with ``run.checkpoint`` and
-restores for a resumed run (``mltrack.resume``): the eager model's and the optimizer's state
-dicts, the scheduler's and the GradScaler's, and the loop's step counters, in one file written
+restores for a resumed run (``mltrack.tracking.resume``): the eager model's and the optimizer's
+state dicts, the scheduler's and the GradScaler's, and the loop's step counters, in one file written
 atomically (a crash mid-write leaves the previous epoch's)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from mltrack.errors import bad_value
-from mltrack.resume import mark_epoch
 from mltrack.torch.modules import eager
+from mltrack.tracking.resume import mark_epoch
 
 FILE = "checkpoint.pt"
 

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
-from mltrack import distributed
+from mltrack.tracking import distributed
 
 
 class Strided(Sampler[int]):

@@ -23,7 +23,7 @@ What it does that a notebook loop usually gets wrong:
   flag is kept on the device and read every ``Settings.check_every`` optimizer steps and at
   each epoch's end, so there is no host read per step (``mltrack/torch/steps.py``).
 - **Under a launcher** (``torchrun``): DistributedDataParallel, sharded data, the job's
-  ledger and decisions taken together (``mltrack/torch/ddp.py``, ``mltrack.distributed``).
+  ledger and decisions taken together (``mltrack/torch/ddp.py``, ``mltrack.tracking.distributed``).
 - **A ``torch.compile``d model**: FLOPs counted and exports made on the eager module, the
   compile's one-off cost logged apart as ``compile_wall_s`` (it falls in epoch 0, which
   ``steady_*`` figures leave out).
@@ -43,11 +43,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mltrack import distributed, resume
-from mltrack.ledger import Ledger
-from mltrack.metrics import classification_scores
-from mltrack.precision import COMPUTE_DTYPE
-from mltrack.run import Run
+from mltrack.measure.ledger import Ledger
+from mltrack.measure.metrics import classification_scores
+from mltrack.measure.precision import COMPUTE_DTYPE
 from mltrack.torch import checkpoint, ddp
 from mltrack.torch.batches import batch_norm_drop, loader_batch_sizes, window_weights
 from mltrack.torch.modules import eager, is_compiled
@@ -60,6 +58,8 @@ from mltrack.torch.steps import (
     default_forward,
     schedule,
 )
+from mltrack.tracking import distributed, resume
+from mltrack.tracking.run import Run
 
 CAST = {"fp64": torch.float64, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -186,7 +186,7 @@ def _flops(
     model: nn.Module, loss_fn: Callable[..., torch.Tensor], loader: Any, settings: Settings
 ) -> float:
     """Training FLOPs per sample, counted on two samples of the (unshuffled) loader."""
-    from mltrack.efficiency import torch_flops_per_sample
+    from mltrack.measure.efficiency import torch_flops_per_sample
 
     x, y = next(iter(loader))
     device = settings.resolved_device()
@@ -376,7 +376,7 @@ def _epoch_record(
     ledger: Ledger, record: dict[str, float], samples: int, parallel: bool
 ) -> dict[str, float]:
     """The loop's ``record`` with the ledger's epoch figures; in a distributed job, the job's
-    (``mltrack.distributed.merge_epoch``), which the ledger keeps for the summary."""
+    (``mltrack.tracking.distributed.merge_epoch``), which the ledger keeps for the summary."""
     record = {**record, **ledger.end_epoch(samples)}
     if not parallel:
         return record

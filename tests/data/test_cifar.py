@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mltrack.data import DataUnavailable, cifar
+from mltrack.studies.data import DataUnavailable, cifar
 
 
 def write_batch(path: Path, n: int, seed: int, label_key: bytes = b"labels") -> tuple:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mltrack.data import DataUnavailable
-from mltrack.data.imagecheck import LISTED, TF_FORMATS
-from mltrack.data.images import legacy_generators, open_folder, tf_datasets, write_synthetic
+from mltrack.studies.data import DataUnavailable
+from mltrack.studies.data.imagecheck import LISTED, TF_FORMATS
+from mltrack.studies.data.images import legacy_generators, open_folder, tf_datasets, write_synthetic
 
 pytestmark = pytest.mark.tf
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mltrack.data import DataUnavailable, mnist_like
+from mltrack.studies.data import DataUnavailable, mnist_like
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

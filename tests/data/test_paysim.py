@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from mltrack.data import DataUnavailable, paysim
+from mltrack.studies.data import DataUnavailable, paysim
 
 HEADER = ",".join(paysim.COLUMNS)
 ROWS = [

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mltrack.data import synthetic
+from mltrack.studies.data import synthetic
 
 
 def test_same_shapes_as_the_real_data_and_deterministic():

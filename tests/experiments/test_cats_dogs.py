@@ -53,8 +53,8 @@ def test_synthetic_data_dir_is_created_when_new_and_never_written_over(tmp_path)
     """Issue 19, item 8: `--dataset synthetic --data-dir NEW` was refused ("expected an
     existing directory") although the loader writes the folder."""
     from experiments.cats_dogs import EXPERIMENT, load_data
-    from mltrack.data import DataUnavailable
     from mltrack.errors import UsageError
+    from mltrack.studies.data import DataUnavailable
 
     new = tmp_path / "new" / "images"
     args = ["--dataset", "synthetic", "--synthetic-per-class", "4", "--data-dir", str(new)]

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from mltrack import recipes
-from mltrack.environment import detect_hardware
+from mltrack.measure.environment import detect_hardware
+from mltrack.studies import recipes
 from tests.conftest import (
     all_runs,
     check_efficiency,
@@ -369,6 +369,6 @@ def test_a_run_killed_at_epoch_2_resumes_as_one_run_of_four_epochs(run_module, c
     assert steps[-4:] == [0, 1, 2, 3] and sorted(set(steps)) == [0, 1, 2, 3]
     # The optimizer went on from the checkpoint: 4 steps an epoch, counted on, not from 0.
     assert history(client, run, "optimizer_steps")[-1] == 16.0
-    from mltrack.resume import checkpoint_dir
+    from mltrack.tracking.resume import checkpoint_dir
 
     assert not checkpoint_dir(run_id).exists()  # a finished run's checkpoint is gone

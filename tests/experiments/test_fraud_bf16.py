@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from mltrack import cli
-from mltrack.data import paysim
-from mltrack.report import seconds
+from mltrack.compare.report import seconds
+from mltrack.studies.data import paysim
 from tests.conftest import check_efficiency, study_runs
 
 
