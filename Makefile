@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make run    train the main experiment (experiments.cifar_amp) into the embedded store
-#   make test   lint, type-check and run the whole test suite
-# and, to look at the runs: make ui (the MLflow UI on 127.0.0.1:5000)
+#   make test   lint, type-check, build the docs and run the whole test suite
+# and, to look at the runs: make ui (the MLflow UI on 127.0.0.1:5000); the docs: make docs
 # Both create .venv and install the project with its pinned ranges the first time.
 
 PYTHON ?= python3.11
@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 # `make run ARGS="--dataset cifar10"` (or --data-dir DIR). Everything after ARGS= is passed on.
 ARGS   ?= --dataset synthetic --epochs 3
 
-.PHONY: run ui test lint system-deps clean
+.PHONY: run ui docs docs-build test lint system-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=python3.11"; exit 2; }
@@ -27,6 +27,13 @@ run: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/mltrack ui
 
+# The documentation site (docs/, mkdocs.yml) on 127.0.0.1:8000, rebuilt as files change.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
+docs-build: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 # Debian packages some integration tests need (PostgreSQL, Chromium); installed only if absent.
 system-deps:
 	@bash scripts/system-deps.sh
@@ -37,9 +44,9 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # Two pytest processes: TensorFlow and torch cannot be loaded into one (see pyproject.toml).
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps lint docs-build
 	$(BIN)/pytest -m "not torch"
 	$(BIN)/pytest -m torch
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

@@ -3,7 +3,7 @@
     python -m benchmarks.server_load                        # N = 4, 16, 64; about 15 minutes
     python -m benchmarks.server_load --writers 8 --seconds 20 --outage 0
 
-The shared deployment (README, Shared deployment) exists for many workers and one server, so
+The shared deployment (docs/stores.md) exists for many workers and one server, so
 this starts what it runs: a real PostgreSQL, one real ``mlflow server`` on it, and N writer
 processes, each one a run logged through mltrack (its journal, its writer thread) the way a
 training logs: per-step ``loss`` and ``lr`` every 50 ms, an epoch's 12 metrics every 2 s

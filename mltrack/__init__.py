@@ -26,7 +26,7 @@ _MODULES = {
     "start_run": "mltrack.tracking.run",
 }
 __all__ = ["STATUS", "Epochs", "Experiment", "ExperimentConfig", "Run", "UsageError", "start_run"]
-__version__ = "0.1.0"
+__version__ = "0.4.0"
 
 
 def __getattr__(name: str) -> Any:

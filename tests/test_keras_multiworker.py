@@ -17,7 +17,7 @@ from pytest import approx
 
 from tests.conftest import all_runs, env_for
 
-# The README's keras_fit.py, with the model built under the strategy; every worker runs it.
+# docs/own-training.md's keras_fit.py, the model built under the strategy; every worker runs it.
 SCRIPT = """
 import keras
 import numpy as np

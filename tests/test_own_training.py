@@ -1,5 +1,6 @@
-"""The README's "Track your own training" examples, run as written from a folder outside the
-project (issue 20): each gives a run with the ledger's metrics and the precision tags."""
+"""The docs' "Your own training" examples (docs/own-training.md, the README shows two of them),
+run as written from a folder outside the project (issue 20): each gives a run with the ledger's
+metrics and the precision tags."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from tests.conftest import CACHE, ROOT, all_runs, study_runs
 EXAMPLE = re.compile(r"<!-- example: (\S+) -->\n```python\n(.*?)```", re.S)
 
 
-def readme_examples() -> dict[str, str]:
-    return dict(EXAMPLE.findall((ROOT / "README.md").read_text()))
+def docs_examples() -> dict[str, str]:
+    """The examples of docs/own-training.md by file name (tests/test_docs.py holds the README's
+    copies equal to them)."""
+    return dict(EXAMPLE.findall((ROOT / "docs" / "own-training.md").read_text()))
 
 
 def outside_env(folder: Path, store: str) -> dict[str, str]:
@@ -38,8 +41,8 @@ def run_example(folder: Path, store: str, *args: str) -> subprocess.CompletedPro
     )
 
 
-def test_the_readme_has_the_examples():
-    assert set(readme_examples()) == {
+def test_the_docs_have_the_examples():
+    assert set(docs_examples()) == {
         "keras_fit.py",
         "torch_fit.py",
         "own_loop.py",
@@ -57,12 +60,12 @@ def test_the_readme_has_the_examples():
         ("hf_trainer.py", "my-transformer", 2, "torch.precision_run"),
     ],
 )
-def test_a_readme_example_runs_outside_the_project_with_the_ledger(
+def test_a_docs_example_runs_outside_the_project_with_the_ledger(
     example, experiment, epochs, precision_tag, tmp_path, store, client
 ):
     folder = tmp_path / "elsewhere"  # not the project: mltrack comes from the installed package
     folder.mkdir()
-    (folder / example).write_text(readme_examples()[example])
+    (folder / example).write_text(docs_examples()[example])
     result = run_example(folder, store, example)
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = all_runs(client, experiment)
@@ -85,7 +88,7 @@ def test_a_readme_example_runs_outside_the_project_with_the_ledger(
 def test_your_own_experiment_module_runs_and_sweeps_from_its_folder(tmp_path, store, client):
     folder = tmp_path / "mine"
     folder.mkdir()
-    (folder / "my_study.py").write_text(readme_examples()["my_study.py"])
+    (folder / "my_study.py").write_text(docs_examples()["my_study.py"])
     study = run_example(
         folder, store, "-m", "my_study", "--precisions", "fp32,mixed_bf16", "--no-export"
     )

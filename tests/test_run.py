@@ -88,7 +88,7 @@ def test_an_exception_ends_the_run_with_the_outcome_it_maps_to(store, client, ex
 
 
 def test_an_epoch_is_in_the_store_within_a_second_of_its_end(store, client):
-    """README: metrics are flushed at epoch end (not at the writer's next 2 s interval)."""
+    """docs/runs.md: metrics are flushed at epoch end (not at the writer's next 2 s interval)."""
     with start_run("exp", tracking_uri=store) as run:
         run.end_epoch(0, {"warm": 1.0})
         assert run.flush(30)

@@ -1,7 +1,7 @@
 """A real ``mlflow server`` on a real PostgreSQL, both started here on 127.0.0.1.
 
-The shared topology of README "Shared deployment", without Docker: nothing a worker measured
-is lost while the server is away, and nobody without credentials gets in.
+The shared topology of docs/stores.md ("Shared deployment") without Docker: nothing a worker
+measured is lost while the server is away, and nobody without credentials gets in.
 """
 
 from __future__ import annotations

@@ -330,7 +330,7 @@ def stop_between_writes(process: subprocess.Popen[str], databases: list[Path]) -
 
     sqlite locks a whole file while a process writes, so a worker stopped inside one of its
     writes (a heartbeat every second, a report each epoch) would keep every other worker out:
-    the limit the README states for sqlite, not the starved worker this test is about. Stopped,
+    the limit docs/sweeps.md states for sqlite, not the starved worker this test is about. Stopped,
     the process is checked with ``BEGIN EXCLUSIVE`` (which needs no other process to hold any
     lock); if it holds one it runs on for a moment and is stopped again."""
     for _ in range(100):

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import ROOT, all_runs, env_for, wait_until
 from tests.test_cli import free_port
-from tests.test_own_training import readme_examples
+from tests.test_own_training import docs_examples
 
 pytestmark = pytest.mark.torch
 
@@ -196,8 +196,8 @@ def test_two_launchers_on_loopback_are_one_two_node_job(tmp_path, store, client)
     assert "epoch 2/2" in outputs[0][0] and "epoch" not in outputs[1][0]
 
 
-def test_the_readme_hugging_face_example_under_torchrun_is_one_run(tmp_path, store, client):
-    (tmp_path / "hf_trainer.py").write_text(readme_examples()["hf_trainer.py"])
+def test_the_docs_hugging_face_example_under_torchrun_is_one_run(tmp_path, store, client):
+    (tmp_path / "hf_trainer.py").write_text(docs_examples()["hf_trainer.py"])
     # accelerate shards a Trainer's data over CPU processes only when told it runs on the CPU.
     env = {"MLFLOW_TRACKING_URI": store, "ACCELERATE_USE_CPU": "1"}
     result = launch(tmp_path, "hf_trainer.py", env=env)
@@ -248,7 +248,7 @@ def test_a_sweep_of_distributed_trials_makes_one_run_a_trial_under_one_parent(
 def test_the_hugging_face_example_under_accelerate_launch_is_one_run(tmp_path, store, client):
     # accelerate's --cpu launches one process; its multi-GPU launcher (torchrun inside) shards
     # a Trainer on CPU processes when the script asks for the CPU, as a CPU user's would.
-    example = readme_examples()["hf_trainer.py"]
+    example = docs_examples()["hf_trainer.py"]
     cpu = example.replace('report_to="none",', 'report_to="none",\n    use_cpu=True,')
     assert cpu != example
     (tmp_path / "hf_trainer.py").write_text(cpu)

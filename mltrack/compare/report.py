@@ -165,7 +165,7 @@ SUMMARY_METRICS = ("total_wall_s", "total_cpu_s", "test_accuracy", "test_loss")
 
 # A training loss that moved less than this (relative) from the first epoch to the last did not
 # train: e.g. Keras' Adam under pure bf16, whose beta_2 = 0.999 rounds to 1.0 in bfloat16 so
-# every step is zero (README, precision notes).
+# every step is zero (docs/precision.md).
 FLAT_LOSS = 1e-3
 
 
@@ -199,7 +199,7 @@ def results_table(
         if flat:
             table.notes.append(
                 f"{group}: the training loss of {flat} run(s) did not move over its epochs "
-                f"(less than {FLAT_LOSS:.1%}): it did not train (README, precision notes)"
+                f"(less than {FLAT_LOSS:.1%}): it did not train (docs/precision.md)"
             )
     return table
 

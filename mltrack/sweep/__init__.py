@@ -5,16 +5,14 @@ so a trial is an ordinary MLflow run: a child of the study's parent run, opened 
 starts, with its per-epoch metrics, the trial number and study in tags. MLflow and Optuna agree
 on how every trial ended:
 
-=======================================  ===============  ====================  =============
-what happened                            Optuna state     MLflow status         ``outcome``
-=======================================  ===============  ====================  =============
-trained to the end                       COMPLETE         FINISHED              completed
-the pruner stopped it                    PRUNED           KILLED                pruned
-the loss went NaN/Inf                    FAIL             FAILED                diverged
-out of memory                            FAIL             FAILED                infeasible
-any other error                          FAIL             FAILED                failed
-its worker died (heartbeat went stale)   FAIL, retried    FAILED                failed
-=======================================  ===============  ====================  =============
+| what happened                          | Optuna state  | MLflow status | ``outcome`` |
+| -------------------------------------- | ------------- | ------------- | ----------- |
+| trained to the end                     | COMPLETE      | FINISHED      | completed   |
+| the pruner stopped it                  | PRUNED        | KILLED        | pruned      |
+| the loss went NaN/Inf                  | FAIL          | FAILED        | diverged    |
+| out of memory                          | FAIL          | FAILED        | infeasible  |
+| any other error                        | FAIL          | FAILED        | failed      |
+| its worker died (heartbeat went stale) | FAIL, retried | FAILED        | failed      |
 
 The MLflow status comes from ``outcome`` through ``mltrack.tracking.run.STATUS``, the table every
 run uses; the Optuna state from the same outcome in ``worker.Sweep.objective``. A FAIL never
