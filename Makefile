@@ -43,10 +43,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Two pytest processes: TensorFlow and torch cannot be loaded into one (see pyproject.toml).
+# Two pytest runs: TensorFlow and torch cannot be loaded into one process (see pyproject.toml).
+# Each runs in JOBS worker processes (pytest-xdist): most integration tests wait on the servers,
+# trainings and sweeps they start, so three workers on two cores overlap those waits.
+JOBS ?= 3
 test: $(STAMP) system-deps lint docs-build
-	$(BIN)/pytest -m "not torch"
-	$(BIN)/pytest -m torch
+	$(BIN)/pytest -m "not torch" --numprocesses $(JOBS)
+	$(BIN)/pytest -m torch --numprocesses $(JOBS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

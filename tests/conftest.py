@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from pytest import approx
 
 ROOT = Path(__file__).resolve().parents[1]
 # One peak calibration (mltrack.measure.efficiency) per machine for the whole suite, not one per
-# test HOME: the cache is keyed by the hardware fingerprint.
+# test's HOME: the cache is keyed by the hardware fingerprint.
 CACHE = Path(tempfile.gettempdir()) / "mltrack-test-cache"
 os.environ["MLTRACK_CACHE_DIR"] = str(CACHE)
 
@@ -33,15 +34,39 @@ from mltrack.tracking import writer  # noqa: E402
 writer.embed()
 
 
+# Test files whose tests start servers, trainings and sweeps and mostly wait on them (15-100 s
+# each). They are handed out first: under `pytest -n N` (make test) the short unit tests then
+# fill the workers' last minutes instead of one long test running alone at the end.
+LONG_FIRST = (
+    "tests/test_sweep_runs.py",
+    "tests/test_server.py",
+    "tests/test_server_load.py",
+    "tests/test_store_refusals.py",
+    "tests/test_concurrent_starts.py",
+    "tests/test_ui_browser.py",
+    "tests/test_own_training.py",
+    "tests/test_torchrun.py",
+    "tests/experiments/",
+    "tests/test_writer.py",
+)
+
+
+def start_order(item: pytest.Item) -> int:
+    path = item.nodeid.split("::")[0]
+    return next((i for i, p in enumerate(LONG_FIRST) if path.startswith(p)), len(LONG_FIRST))
+
+
 @pytest.hookimpl(trylast=True)  # after `-m` has deselected what this process will not run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Refuse to load TensorFlow and torch into one process: it aborts the whole run."""
+    """Refuse to load TensorFlow and torch into one process: it aborts the whole run. Then put
+    the long integration tests first (``LONG_FIRST``), each file's tests in their own order."""
     kinds = {mark for item in items for mark in ("tf", "torch") if item.get_closest_marker(mark)}
     if kinds == {"tf", "torch"}:
         raise pytest.UsageError(
             "tests marked tf and torch cannot share a process (TensorFlow and torch abort "
             "together); run `pytest -m 'not torch'` and `pytest -m torch` (as `make test` does)"
         )
+    items.sort(key=start_order)  # stable: the order within a file is kept
 
 
 @pytest.fixture
@@ -104,6 +129,34 @@ def run_module(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]
             text=True,
             timeout=timeout,
         )
+
+    return run
+
+
+@pytest.fixture
+def run_main(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str]]:
+    """Call ``MODULE.EXPERIMENT.main(ARGS)`` in this process, from tmp_path with run_module's
+    environment: its exit code and what it printed on stderr.
+
+    For the many variants of bad input an experiment refuses before any run: each subprocess
+    would pay a framework's import again (10 s here) to show the same return. The tests that
+    run ``python -m experiments.X`` for one bad input each keep the process's exit code honest.
+    """
+
+    def run(module: str, *args: str) -> tuple[int, str]:
+        monkeypatch.chdir(tmp_path)
+        # Unset, as in a fresh shell; set first so that the variables the experiment sets for
+        # itself (quiet_frameworks) are undone after the test too.
+        for name in ("TF_CPP_MIN_LOG_LEVEL", "MLFLOW_LOGGING_LEVEL", "MLFLOW_TRACKING_URI"):
+            monkeypatch.setenv(name, "")
+            monkeypatch.delenv(name)
+        monkeypatch.setenv("HOME", str(tmp_path))
+        monkeypatch.setenv("MLTRACK_CACHE_DIR", str(CACHE))
+        capsys.readouterr()
+        code = importlib.import_module(module).EXPERIMENT.main(list(args))
+        return code, capsys.readouterr().err
 
     return run
 

@@ -158,15 +158,16 @@ def wrong_shape(root: Path) -> str:
         wrong_shape,
     ],
 )
-def test_a_broken_cifar10_file_is_one_line_naming_it_exit_2_no_run(run_module, tmp_path, build):
+@pytest.mark.tf  # the experiment's main in this process (tests/experiments run it as a process)
+def test_a_broken_cifar10_file_is_one_line_naming_it_exit_2_no_run(run_main, tmp_path, build):
     """Issue 19, item 4: a half-length archive was a 50-line EOFError traceback (exit 1); a
     folder without data_batch_5 said "cifar10 not found"; label 42 loaded silently."""
     expected = build(tmp_path)
-    result = run_module(
+    code, stderr = run_main(
         "experiments.cifar_amp", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data")
     )
-    assert result.returncode == 2, result.stderr[-3000:]
-    [line] = result.stderr.splitlines()
+    assert code == 2, stderr[-3000:]
+    [line] = stderr.splitlines()
     assert line.startswith("python -m experiments.cifar_amp: error: ") and expected in line, line
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
 

@@ -154,15 +154,16 @@ def empty(folder: Path) -> str:
         empty,
     ],
 )
-def test_a_broken_idx_file_is_one_line_naming_it_exit_2_no_run(run_module, tmp_path, damage):
+@pytest.mark.tf  # the experiment's main in this process (tests/experiments run it as a process)
+def test_a_broken_idx_file_is_one_line_naming_it_exit_2_no_run(run_main, tmp_path, damage):
     write_fashion(tmp_path / "data")
     expected = damage(tmp_path / "data")
-    result = run_module(
+    code, stderr = run_main(
         "experiments.fashion_mnist_precision",
         *("--dataset", "fashion_mnist", "--data-dir", str(tmp_path / "data")),
     )
-    assert result.returncode == 2, result.stderr[-3000:]
-    [line] = result.stderr.splitlines()
+    assert code == 2, stderr[-3000:]
+    [line] = stderr.splitlines()
     assert line.startswith("python -m experiments.fashion_mnist_precision: error: "), line
     assert expected in line, line
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
