@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 # `make run ARGS="--dataset cifar10"` (or --data-dir DIR). Everything after ARGS= is passed on.
 ARGS   ?= --dataset synthetic --epochs 3
 
-.PHONY: run ui docs docs-build test lint system-deps clean
+.PHONY: run ui docs docs-build test test-tf test-torch lint system-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=python3.11"; exit 2; }
@@ -43,13 +43,19 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Two pytest runs: TensorFlow and torch cannot be loaded into one process (see pyproject.toml).
-# Each runs in JOBS worker processes (pytest-xdist): most integration tests wait on the servers,
-# trainings and sweeps they start, so three workers on two cores overlap those waits.
+# Two pytest runs, side by side: TensorFlow and torch cannot be loaded into one process (see
+# pyproject.toml). Each runs in worker processes (pytest-xdist): most integration tests wait on
+# the servers, trainings and sweeps they start, so more workers than cores overlap those waits.
+# Each run's output is printed whole when it ends (--output-sync).
 JOBS ?= 3
 test: $(STAMP) system-deps lint docs-build
+	@$(MAKE) --no-print-directory --output-sync=target -j2 test-tf test-torch
+
+test-tf: $(STAMP)
 	$(BIN)/pytest -m "not torch" --numprocesses $(JOBS)
-	$(BIN)/pytest -m torch --numprocesses $(JOBS)
+
+test-torch: $(STAMP)
+	$(BIN)/pytest -m torch --numprocesses 2
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

@@ -1,4 +1,4 @@
-"""The MLflow run lifecycle, and the only code that writes to the tracking store.
+"""The run lifecycle: ``start_run`` and ``Run``, whose records the writer process delivers.
 
 ``start_run`` opens a run; whatever happens inside the ``with`` block, the run leaves RUNNING
 with the status its outcome maps to in ``STATUS`` (``mltrack.tracking.outcomes``), the one table

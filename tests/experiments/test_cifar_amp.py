@@ -273,8 +273,10 @@ def test_a_keras_run_killed_mid_training_resumes_with_its_weights(run_module, cl
     finally:
         proc.wait(60)
     [run] = all_runs(client)
+    # Its writer outlives it and ends the run KILLED within seconds (issue 28); resumable.
+    wait_until(lambda: all_runs(client)[0].info.status == "KILLED", 60, "the run KILLED")
     done = logged()
-    assert done < 4 and run.info.status == "RUNNING"
+    assert done < 4
     result = run_module("experiments.cifar_amp", *args, "--resume", run.info.run_id)
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = all_runs(client)
