@@ -5,7 +5,7 @@ the same per-epoch metrics under the same definitions (``mltrack/measure/ledger.
 callback, the PyTorch loop and the Trainer callback: ``train_wall_s`` (from ``begin_epoch`` to
 ``begin_validation``), ``val_wall_s``, ``epoch_wall_s``, ``samples_per_s``, user/system CPU,
 ``peak_rss_mb``, noise (``cpu_steal_s``, ``other_cpu_s``), ``achieved_tflops``/``mfu`` when the
-FLOPs per training sample are given, then the summary (``total_wall_s``, ...) at step 0::
+FLOPs per training sample are given, then the summary (``total_wall_s``, ...) at step 0:
 
     with mltrack.start_run("my-experiment") as run:
         epochs = mltrack.Epochs(run, precision="fp32", flops_per_sample=None)

@@ -1,5 +1,5 @@
 """mltrack for Hugging Face ``transformers.Trainer``: a ``TrainerCallback`` (``callback.py``)
-that feeds an mltrack run the same per-epoch ledger as the Keras and PyTorch adapters::
+that feeds an mltrack run the same per-epoch ledger as the Keras and PyTorch adapters:
 
     with mltrack.start_run("my-experiment") as run:
         trainer = Trainer(model=model, args=TrainingArguments(..., eval_strategy="epoch",

@@ -1,6 +1,6 @@
 """mltrack for Keras: a callback that feeds an mltrack run from ``model.fit``.
 
-Track your own compiled model and your own ``fit``::
+Track your own compiled model and your own ``fit``:
 
     import mltrack
     from mltrack import keras as mk

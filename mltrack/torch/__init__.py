@@ -1,7 +1,7 @@
 """mltrack for PyTorch: a tracked training loop for any ``nn.Module``, and export.
 
 Your own model, optimizer and loaders through mltrack's loop (precision, gradient accumulation,
-honest timing, divergence; ``mltrack/torch/loop.py``)::
+honest timing, divergence; ``mltrack/torch/loop.py``):
 
     import mltrack
     from mltrack import torch as mt
