@@ -90,7 +90,12 @@ def _ui(args: argparse.Namespace) -> int:
     print(f"MLflow UI for {redact_uri(uri)}: {where}", flush=True)
     # The store by environment (MLflow's CLI reads it), so a password in it is on no command
     # line: `ps` shows every user the arguments of every process, not its environment.
-    os.execve(sys.executable, command, {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri})
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
+    # MLflow 3's server also starts Huey consumer processes for its GenAI jobs (prompt
+    # optimization, scorers, trace roll-ups), which browsing training runs never uses: each
+    # costs seconds of CPU and a Python process of memory. A user who wants them sets it.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    os.execve(sys.executable, command, env)
     return 0  # pragma: no cover - execv does not return
 
 

@@ -48,6 +48,14 @@ def test_ui_serves_the_store_on_loopback(store, tmp_path):
         lines = [" ".join(p.info["cmdline"] or ()) for p in psutil.process_iter(["cmdline"])]
         serving = [line for line in lines if "mlflow" in line and str(port) in line]
         assert serving and not [line for line in serving if "mlflow.db" in line], serving
+        # Without MLflow's GenAI job runner (its Huey consumers start with the server).
+        [ui] = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if p.info["cmdline"][-4:] == ["--host", "127.0.0.1", "--port", str(port)]
+        ]
+        jobs = [" ".join(c.cmdline()) for c in ui.children(recursive=True)]
+        assert not [line for line in jobs if "huey" in line], jobs
 
 
 def test_help_is_fast_and_lists_ui():

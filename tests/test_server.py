@@ -48,10 +48,12 @@ def mlflow_server(
         str(port),
         *extra,
     ]
+    # As docker/compose.yaml runs it: without the Huey consumers of MLflow's GenAI jobs.
+    env = {**(env or os.environ), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with log.open("ab") as output:
         proc = subprocess.Popen(
             command,
-            env=env or dict(os.environ),
+            env=env,
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
