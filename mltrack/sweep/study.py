@@ -106,12 +106,29 @@ def quiet_optuna(verbose: bool) -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
+def refuse_a_changed_study(
+    storage: Any, name: str, space: SearchSpace, objectives: Sequence[Any]
+) -> None:
+    """``keeps_its_definition`` for a study that exists already, before the worker loads its
+    framework and data: the refusal of a changed --space-* or --objective comes in the
+    second or two of opening the stores. Writes nothing; a new study is checked (and its
+    definition stored) when the worker creates it."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:  # Optuna's "Record does not exist.": a new study
+        return
+    keeps_its_definition(study, name, space, objectives, record=False)
+
+
 def keeps_its_definition(
-    study: Any, name: str, space: SearchSpace, objectives: Sequence[Any]
+    study: Any, name: str, space: SearchSpace, objectives: Sequence[Any], record: bool = True
 ) -> None:
     """A resumed or shared study must keep its search space and its objectives (Optuna
     cannot change them: values of another metric or direction would mix in one study): the
-    first worker stores them in the study, the others compare; ``UsageError`` on a change."""
+    first worker stores them in the study (``record``), the others compare; ``UsageError``
+    on a change."""
     stored_space = dataclasses.asdict(space)
     stored_space["learning_rate"] = list(stored_space["learning_rate"] or []) or None
     if stored_space.get("compile") is None:  # studies from before --space-compile keep theirs
@@ -123,7 +140,8 @@ def keeps_its_definition(
     ):
         stored = study.user_attrs.get(key)
         if stored is None:
-            study.set_user_attr(key, value)
+            if record:
+                study.set_user_attr(key, value)
         elif stored != value:
             raise bad_value(
                 flag_name,

@@ -27,6 +27,7 @@ from mltrack.sweep.study import (
     make_sampler,
     open_storage,
     quiet_optuna,
+    refuse_a_changed_study,
 )
 from mltrack.sweep.trial import attach
 from mltrack.tracking.limits import redact_uri
@@ -49,7 +50,7 @@ class Sweep:
             )
         self.cfg = self.experiment.parse(args.passthrough)
         self.cfg.for_sweep(args.passthrough)
-        quiet_frameworks(self.cfg.verbose, self.experiment.framework)
+        quiet_frameworks(self.cfg.verbose)  # before MLflow and Optuna load
         quiet_optuna(self.cfg.verbose)
         hardware = detect_hardware()
         space = SearchSpace.default(self.cfg, hardware)
@@ -67,6 +68,10 @@ class Sweep:
         # The MLflow store first: a deleted experiment leaves no Optuna study behind.
         STORES.open_existing(self.tracking_uri, self.cfg.experiment or self.experiment.name)
         self.storage = open_storage(args, self._on_stale)
+        refuse_a_changed_study(self.storage, self.study_name, space, args.objectives)
+        # The framework last: a store or study that refuses the sweep does so in a second or
+        # two, not after TensorFlow's import (about 5 s of CPU).
+        quiet_frameworks(self.cfg.verbose, self.experiment.framework)
         self.data = self.experiment.load_data(self.cfg)
         self.parent: Run | None = None
         self.interrupted: BaseException | None = None  # what stopped the worker mid-trial

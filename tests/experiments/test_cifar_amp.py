@@ -141,6 +141,7 @@ def test_accumulation_and_per_step_logging(run_module, client):
         "2",
         "--log-every-n-steps",
         "1",
+        "--no-export",  # the export has tests of its own
     )
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = all_runs(client)
@@ -150,7 +151,8 @@ def test_accumulation_and_per_step_logging(run_module, client):
 
 def test_study_over_precisions_makes_parent_and_children(run_module, client):
     result = run_module(
-        "experiments.cifar_amp", *SMALL, "--epochs", "1", "--precisions", "fp32,mixed_bf16"
+        "experiments.cifar_amp",
+        *(*SMALL, "--epochs", "1", "--precisions", "fp32,mixed_bf16", "--no-export"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     parent, children = study_runs(client)
