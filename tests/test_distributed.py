@@ -5,6 +5,9 @@ tests/test_torchrun.py)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -12,7 +15,8 @@ from mltrack.measure.ledger import Ledger
 from mltrack.tracking import distributed
 from mltrack.tracking.distributed import World, merge_epoch, world
 from mltrack.tracking.follower import Follower
-from tests.conftest import all_runs
+from tests.conftest import ROOT, all_runs
+from tests.test_cli import free_port
 
 TORCHRUN = {
     "RANK": "3",
@@ -125,3 +129,34 @@ def test_every_rank_learns_the_run_id_and_the_epoch_a_resumed_job_goes_on_from(m
     monkeypatch.setattr(distributed, "gather", gather)
     assert distributed.join("") == ("abc", {}, 2)  # rank 1: rank 0's id and first epoch
     assert sent[0]["run_id"] == "" and {"hardware", "fingerprint"} <= set(sent[0])
+
+
+AT_EXIT = """
+import atexit, torch.distributed as dist
+# Registered first, so it runs last (atexit is last in, first out): what the interpreter's
+# finalization would find.
+atexit.register(lambda: print("initialized at exit:", dist.is_initialized(), flush=True))
+from mltrack.tracking import distributed
+distributed.process_group()
+print("backend:", dist.get_backend(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("own_group", [True, False])
+def test_gloo_groups_are_destroyed_before_the_interpreter_finalizes(tmp_path, own_group):
+    """gloo's threads abort a process that exits with its group alive (pytorch#190489): a
+    Trainer job under torchrun failed so. Whether mltrack or the script made the group."""
+    script = AT_EXIT
+    if not own_group:  # the script's own group, as accelerate makes it for a Trainer
+        script = 'import torch.distributed as d; d.init_process_group("cpu:gloo")' + script
+    env = {
+        **os.environ,
+        **dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1"),
+        **dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), PYTHONPATH=str(ROOT)),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "gloo" in result.stdout.split("backend: ")[1].splitlines()[0], result.stdout
+    assert "initialized at exit: False" in result.stdout, result.stdout

@@ -27,10 +27,18 @@ Who does what:
 
 Control messages go over a gloo group (the default group when it is gloo; a new one beside an
 nccl default), so objects never travel through device memory.
+
+**At exit** a process whose groups are all gloo destroys them (``destroy_gloo_at_exit``), as
+PyTorch's "Shutdown" documentation asks of every trainer process: left to the interpreter's
+finalization, gloo's worker threads abort it ("terminate called without an active
+exception", SIGABRT; pytorch/pytorch#190489), which failed a Trainer job under ``torchrun``
+whose script, like most, never calls ``destroy_process_group``.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import socket
@@ -40,6 +48,7 @@ from typing import Any
 
 FAILURE_KEY = "mltrack/failure"
 _CONTROL: list[Any] = []  # the gloo group for control messages, once made
+_AT_EXIT: list[bool] = []  # destroy_gloo_at_exit registered
 
 
 @dataclass(frozen=True)
@@ -143,11 +152,33 @@ def process_group() -> Any:
         if torch.cuda.is_available():
             torch.cuda.set_device(world().local_rank)
         dist.init_process_group(backend=default_backend())
+    if not _AT_EXIT:
+        atexit.register(destroy_gloo_at_exit)
+        _AT_EXIT.append(True)
     if dist.get_backend() == "gloo":
         return None
     if not _CONTROL:
         _CONTROL.append(dist.new_group(backend="gloo"))
     return _CONTROL[0]
+
+
+def destroy_gloo_at_exit() -> None:
+    """At the interpreter's exit (``atexit``, before finalization), destroy the process
+    groups if every backend in them is gloo; nothing if the script destroyed them itself.
+
+    Destroying a gloo group is local to the process; an nccl group's destruction can wait on
+    peers still in a collective (a rank that failed), so groups with nccl are left to the
+    script, where PyTorch only warns."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    backends = str(dist.get_backend())
+    if backends == "undefined":  # a group per device type (accelerate's): "cpu:gloo,..."
+        backends = str(dist.get_backend_config())
+    if all(b.rsplit(":", 1)[-1].strip() == "gloo" for b in backends.split(",")):
+        with contextlib.suppress(Exception):  # exiting: nothing left to report it to
+            dist.destroy_process_group()
 
 
 def gather(value: Any) -> list[Any]:
