@@ -7,6 +7,7 @@ measured is lost while the server is away, and nobody without credentials gets i
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -71,7 +72,9 @@ def mlflow_server(
             raise AssertionError(f"{exc}\n{log.read_text()[-3000:]}") from None
         yield proc
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        # ProcessLookupError: the test stopped the server itself and its group is gone.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
 
 
