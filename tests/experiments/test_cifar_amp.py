@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow import MlflowClient
 
 from tests.conftest import (
     all_runs,
@@ -43,10 +44,16 @@ def steps(client, run, key: str) -> list[int]:
     return [m.step for m in client.get_metric_history(run.info.run_id, key)]
 
 
-def test_synthetic_two_epochs_leaves_one_complete_verified_run(run_module, client, tmp_path):
+def test_synthetic_two_epochs_leaves_one_complete_verified_run(
+    run_module, store, tmp_path, monkeypatch
+):
     result = run_module("experiments.cifar_amp", *SMALL, "--epochs", "2")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stderr == "", result.stderr[-3000:]  # no framework warning, export included
+    # No framework warning, export included, and no MLflow INFO line creating the new store
+    # (the client below opens it only now).
+    assert result.stderr == "", result.stderr[-3000:]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # as the client fixture does
+    client = MlflowClient(tracking_uri=store)
     assert "| precision |" in result.stdout
     banner = [
         line
