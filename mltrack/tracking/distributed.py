@@ -173,10 +173,8 @@ def destroy_gloo_at_exit() -> None:
 
     if not (dist.is_available() and dist.is_initialized()):
         return
-    backends = str(dist.get_backend())
-    if backends == "undefined":  # a group per device type (accelerate's): "cpu:gloo,..."
-        backends = str(dist.get_backend_config())
-    if all(b.rsplit(":", 1)[-1].strip() == "gloo" for b in backends.split(",")):
+    # "gloo", "cpu:gloo" or, for a group per device type, "cpu:gloo, cuda:nccl".
+    if all(b.rsplit(":", 1)[-1].strip() == "gloo" for b in _backend().split(",")):
         with contextlib.suppress(Exception):  # exiting: nothing left to report it to
             dist.destroy_process_group()
 

@@ -362,11 +362,10 @@ def main(argv: list[str]) -> int:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    # MLflow's import configures its loggers from MLFLOW_LOGGING_LEVEL (INFO by default),
-    # undoing a level set before it: the writer, started before the training quiets the
+    # MLflow's import sets its loggers' level from MLFLOW_LOGGING_LEVEL (INFO by default),
+    # undoing any set before it: the writer, started before the training quiets the
     # frameworks, printed "Creating initial MLflow database tables..." on a new store.
     os.environ["MLFLOW_LOGGING_LEVEL"] = "ERROR"
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
     # MLflow's import is most of a run's start-up: begun at once, on a thread, so a process
     # that ends before its first run (bad input) is seen gone without waiting for it.
     threading.Thread(target=importlib.import_module, args=("mlflow",), daemon=True).start()
